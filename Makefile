@@ -1,0 +1,39 @@
+# Everything installs into a local virtual environment created on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+# CPU build on the CI machines; see ../shared/docs/ENVIRONMENT.md. Override on a GPU box:
+#   make TORCH_SPEC='torch==2.13.0' ...
+TORCH_SPEC ?= torch==2.13.0
+# Meta's implementation, installed only as the numerical oracle of the equivalence tests.
+REFERENCE_SPEC ?= sam2==1.1.0
+
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e '.[test]'
+	# The reference ships only an sdist with an optional CUDA extension: build it without.
+	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps --no-build-isolation "$(REFERENCE_SPEC)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m sam2_scale.demo
+
+test: $(STAMP)
+	$(PY) -m ruff check sam2_scale tests benchmarks
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check sam2_scale tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/model_step.py --write BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,16 @@
+"""SAM 2.1 (state-dict compatible with Meta's released sam2.1_hiera_*.pt)."""
+
+from .checkpoint_io import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from .sam2 import SAM2Base
+from .sizes import NUM_PARAMETERS, SIZES, build_sam2, set_activation_checkpointing
+
+__all__ = [
+    "SAM2Base",
+    "build_sam2",
+    "set_activation_checkpointing",
+    "load_checkpoint",
+    "save_checkpoint",
+    "CheckpointMismatchError",
+    "SIZES",
+    "NUM_PARAMETERS",
+]
