@@ -7,7 +7,7 @@ setup(
     packages=find_packages(include=["sam2_scale", "sam2_scale.*"]),
     python_requires=">=3.10",
     # torch is pinned by the Makefile (a CPU build on CI machines); any recent torch works here.
-    install_requires=["torch>=2.5", "numpy"],
+    install_requires=["torch>=2.5", "numpy", "pyyaml"],
     extras_require={
         # hydra-core and iopath are what Meta's reference implementation needs to build; it is
         # installed by `make` (see Makefile) and used only as a numerical oracle in tests.

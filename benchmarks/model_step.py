@@ -29,8 +29,9 @@ def one_config(args):
 
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests"))
-    from sam2_scale.model import build_sam2
     from tracking_driver import run_clip, synthetic_clip
+
+    from sam2_scale.model import build_sam2
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -104,9 +105,25 @@ def main():
     rows = []
     for size in args.sizes:
         for ckpt in (False, True):
-            cmd = [sys.executable, __file__, "--_child", "--size", size, "--image-size", str(args.image_size),
-                   "--frames", str(args.frames), "--objects", str(args.objects), "--iters", str(args.iters),
-                   "--dtype", args.dtype, "--device", args.device]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--_child",
+                "--size",
+                size,
+                "--image-size",
+                str(args.image_size),
+                "--frames",
+                str(args.frames),
+                "--objects",
+                str(args.objects),
+                "--iters",
+                str(args.iters),
+                "--dtype",
+                args.dtype,
+                "--device",
+                args.device,
+            ]
             if ckpt:
                 cmd.append("--ckpt")
             print(f"measuring {size} ckpt={ckpt} ...", file=sys.stderr, flush=True)

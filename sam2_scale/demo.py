@@ -59,8 +59,9 @@ def track(model, frames, first_masks):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sam2_scale.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m sam2_scale.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", default="tiny", choices=sorted(NUM_PARAMETERS), help="model size (default tiny)")
     parser.add_argument("--image-size", type=int, default=256, help="input resolution, a multiple of 32 (default 256)")
     parser.add_argument("--frames", type=int, default=8, help="frames in the synthetic clip (default 8)")
@@ -80,8 +81,10 @@ def main(argv=None):
     inter = (pred & masks).flatten(2).sum(-1).float()
     union = (pred | masks).flatten(2).sum(-1).float().clamp_min(1)
     iou = (inter / union).mean(dim=1).squeeze(-1)
-    print(f"[demo] tracked {args.objects} objects through {args.frames} frames; "
-          f"per-frame IoU of the untrained model: {' '.join(f'{v:.2f}' for v in iou.tolist())}")
+    print(
+        f"[demo] tracked {args.objects} objects through {args.frames} frames; "
+        f"per-frame IoU of the untrained model: {' '.join(f'{v:.2f}' for v in iou.tolist())}"
+    )
 
     ckpt = save_checkpoint(model, out_dir / f"sam2.1_hiera_{args.size}.pt")
     reloaded = load_checkpoint(build_sam2(args.size, image_size=args.image_size).eval(), ckpt)

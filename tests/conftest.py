@@ -18,3 +18,9 @@ def reference_state_dicts():
     for size in ("tiny", "small", "base_plus", "large"):
         out[size] = json.loads((DATA / f"sam2.1_hiera_{size}.state_dict.json").read_text())
     return out
+
+
+@pytest.fixture(scope="session")
+def reference_hparams():
+    """The numbers of Meta's released SAM 2.1 training config."""
+    return json.loads((DATA / "sam2.1_training_hparams.json").read_text())

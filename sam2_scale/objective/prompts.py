@@ -1,0 +1,159 @@
+"""Prompt simulation for SAM 2.1 training: which frames get prompts, of which kind, and where
+the clicks land.
+
+Every random draw comes from one `torch.Generator` seeded identically on every rank. The
+scenario (mask vs points, which frames) is therefore the same on all ranks, which keeps the
+number of decoder passes — and so the collectives of sharded training — in lockstep. Clicks and
+box jitter draw the same number of values on every rank too (their count depends only on shapes).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class PromptConfig:
+    """The SAM 2.1 training values (sam2.1_training_hparams.json, prompt_simulation_train)."""
+
+    prob_to_use_pt_input: float = 0.5  # else GT masks prompt the initial frames
+    prob_to_use_box_input: float = 0.5  # per initial frame, given point input: P(box) = 0.25
+    num_init_cond_frames: int = 2
+    rand_init_cond_frames: bool = True  # uniform in 1..num_init_cond_frames
+    num_frames_to_correct: int = 2
+    rand_frames_to_correct: bool = True  # uniform in #init..num_frames_to_correct
+    num_correction_pt_per_frame: int = 7
+    prob_to_sample_from_gt: float = 0.1  # per correction click: sample as if nothing was predicted
+    add_all_frames_to_correct_as_cond: bool = True
+    box_noise: float = 0.1  # fraction of the box side
+    box_noise_bound: float = 20.0  # pixels
+
+
+@dataclass
+class ClipScenario:
+    num_frames: int
+    use_pt_input: bool
+    init_cond_frames: list
+    frames_to_correct: list = field(default_factory=list)
+    prompt_kind: dict = field(default_factory=dict)  # initial frame -> "mask" | "box" | "click"
+
+    @property
+    def processing_order(self):
+        """Initial conditioning frames first, then the rest in time order."""
+        return self.init_cond_frames + [t for t in range(self.num_frames) if t not in self.init_cond_frames]
+
+
+def _uniform(gen):
+    return torch.rand((), generator=gen, device=gen.device).item()
+
+
+def _randint(low, high, gen):
+    """Uniform integer in [low, high]."""
+    return int(torch.randint(low, high + 1, (), generator=gen, device=gen.device).item())
+
+
+def _choice(options, k, gen):
+    """k distinct elements of `options`, in random order."""
+    perm = torch.randperm(len(options), generator=gen, device=gen.device)[:k].tolist()
+    return [options[i] for i in perm]
+
+
+def sample_scenario(num_frames, cfg, gen):
+    """Draw the prompting scenario of one clip (the same for every object in the batch).
+
+    Single frames (images) always use point input on that frame, corrected once.
+    """
+    prob_pt, num_init, num_correct = cfg.prob_to_use_pt_input, cfg.num_init_cond_frames, cfg.num_frames_to_correct
+    if num_frames == 1:
+        prob_pt, num_init, num_correct = 1.0, 1, 1
+    use_pt_input = _uniform(gen) < prob_pt
+    num_init = min(num_init, num_frames)
+    if cfg.rand_init_cond_frames and num_init > 1:
+        num_init = _randint(1, num_init, gen)
+    num_correct = min(max(num_correct, num_init), num_frames)
+    if use_pt_input and cfg.rand_frames_to_correct and num_correct > num_init:
+        num_correct = _randint(num_init, num_correct, gen)
+
+    # Frame 0 always conditions; the others are random later frames.
+    init_cond_frames = [0] + _choice(list(range(1, num_frames)), num_init - 1, gen)
+    scenario = ClipScenario(num_frames, use_pt_input, init_cond_frames)
+    for t in init_cond_frames:
+        if not use_pt_input:
+            scenario.prompt_kind[t] = "mask"
+        else:
+            scenario.prompt_kind[t] = "box" if _uniform(gen) < cfg.prob_to_use_box_input else "click"
+    if use_pt_input:
+        others = [t for t in range(num_frames) if t not in init_cond_frames]
+        scenario.frames_to_correct = init_cond_frames + _choice(others, num_correct - num_init, gen)
+    return scenario
+
+
+def mask_to_box(masks):
+    """Tight xyxy boxes (B, 4) of bool masks (B, 1, H, W), in pixel indices.
+
+    An empty mask gives (W, H, -1, -1), which the caller clamps into the image.
+    """
+    b, _, h, w = masks.shape
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    rows = masks[:, 0].any(dim=2)  # (B, H): the row has mask pixels
+    cols = masks[:, 0].any(dim=1)  # (B, W)
+    min_x = torch.where(cols, xs, w).amin(dim=-1)
+    max_x = torch.where(cols, xs, -1).amax(dim=-1)
+    min_y = torch.where(rows, ys, h).amin(dim=-1)
+    max_y = torch.where(rows, ys, -1).amax(dim=-1)
+    return torch.stack([min_x, min_y, max_x, max_y], dim=-1)
+
+
+def sample_box_prompt(gt_masks, gen, noise=0.1, noise_bound=20.0):
+    """Box corners of the GT masks, each coordinate jittered uniformly by up to
+    min(noise * side, noise_bound) pixels and clamped into the image.
+
+    Returns points (B, 2, 2) as (x, y) and labels (B, 2) = (2, 3), the corner labels.
+    """
+    b, _, h, w = gt_masks.shape
+    box = mask_to_box(gt_masks).float()
+    if noise > 0:
+        bound = torch.tensor(float(noise_bound), device=box.device)
+        max_dx = torch.minimum((box[:, 2] - box[:, 0]) * noise, bound)
+        max_dy = torch.minimum((box[:, 3] - box[:, 1]) * noise, bound)
+        jitter = 2 * torch.rand(b, 4, generator=gen, device=gen.device).to(box.device) - 1
+        box = box + jitter * torch.stack([max_dx, max_dy, max_dx, max_dy], dim=-1)
+        upper = torch.tensor([w - 1, h - 1, w - 1, h - 1], dtype=box.dtype, device=box.device)
+        box = torch.minimum(box.clamp_min(0), upper)
+    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=box.device).expand(b, 2)
+    return box.reshape(b, 2, 2), labels.contiguous()
+
+
+def sample_click_from_error(gt_masks, pred_masks, gen):
+    """One click per object, uniform over the error region of `pred_masks` vs `gt_masks`.
+
+    A false-negative pixel gives a positive click (label 1), a false-positive pixel a negative
+    click (label 0). `pred_masks=None` means "nothing predicted": the click is then uniform
+    inside the GT. A perfect prediction gets a negative click on the background.
+    gt_masks, pred_masks: bool (B, 1, H, W). Returns points (B, 1, 2) as (x, y), labels (B, 1).
+    """
+    if pred_masks is None:
+        pred_masks = torch.zeros_like(gt_masks)
+    b, _, h, w = gt_masks.shape
+    false_neg = gt_masks & ~pred_masks
+    false_pos = ~gt_masks & pred_masks
+    perfect = ~(false_neg | false_pos).flatten(1).any(dim=1)
+    # Where the prediction is perfect, click on the background instead.
+    negative_region = false_pos | (perfect[:, None, None, None] & ~gt_masks)
+    region = (false_neg | negative_region).flatten(1)
+    # Uniform among region pixels: the argmax of i.i.d. uniform scores restricted to the region.
+    scores = torch.rand(b, h * w, generator=gen, device=gen.device).to(gt_masks.device)
+    index = torch.where(region, scores, -1.0).argmax(dim=1)
+    labels = false_neg.flatten(1).gather(1, index[:, None]).to(torch.int32)
+    points = torch.stack([index % w, torch.div(index, w, rounding_mode="floor")], dim=-1).float()
+    return points[:, None, :], labels
+
+
+def concat_points(point_inputs, new_points, new_labels):
+    if point_inputs is None:
+        return {"point_coords": new_points, "point_labels": new_labels}
+    return {
+        "point_coords": torch.cat([point_inputs["point_coords"], new_points], dim=1),
+        "point_labels": torch.cat([point_inputs["point_labels"], new_labels], dim=1),
+    }

@@ -1,0 +1,66 @@
+"""YAML configs: strict validation, overrides, and the shipped recipes."""
+
+from pathlib import Path
+
+import pytest
+
+from sam2_scale.config import ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write(tmp_path, "optim:\n  base_lr: 1.0e-4\n  bse_lr: 2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: optim: unknown key\(s\) bse_lr"):
+        load_config(path)
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) optimizer"):
+        load_config(write(tmp_path, "optimizer: {}\n"))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.image_size: expected int, got '512'"):
+        load_config(write(tmp_path, "model:\n  image_size: '512'\n"))
+    with pytest.raises(ConfigError, match=r"prompts\.rand_init_cond_frames: expected bool"):
+        load_config(write(tmp_path, "prompts:\n  rand_init_cond_frames: 1\n"))
+    with pytest.raises(ConfigError, match=r"optim\.base_lr: expected a number"):
+        load_config(write(tmp_path, "optim:\n  base_lr: fast\n"))
+
+
+def test_ints_are_accepted_for_floats_and_overrides_apply(tmp_path):
+    cfg = load_config(write(tmp_path, "optim:\n  base_lr: 1\n"), ["optim.vision_lr=2.0e-4", "model.size=large"])
+    assert cfg.optim.base_lr == 1.0 and isinstance(cfg.optim.base_lr, float)
+    assert cfg.optim.vision_lr == 2e-4 and cfg.model.size == "large"
+    with pytest.raises(ConfigError, match="optim.warmup: unknown|unknown key\\(s\\) warmup"):
+        load_config(None, ["optim.warmup=3"])
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        load_config(None, ["optim.base_lr"])
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: not valid YAML"):
+        load_config(write(tmp_path, "optim: [\n"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.model.size in ("tiny", "small", "base_plus", "large")
+
+
+def test_mose_recipe_has_the_released_numbers(reference_hparams):
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "mose_finetune_base_plus.yaml")
+    scratch = reference_hparams["scratch"]
+    assert (cfg.optim.base_lr, cfg.optim.vision_lr) == (scratch["base_lr"], scratch["vision_lr"])
+    assert cfg.optim.layer_decay == reference_hparams["layer_decay"]["value"]
+    assert cfg.optim.weight_decay == reference_hparams["weight_decay"]["default"]
+    assert cfg.model.drop_path_rate == reference_hparams["drop_path_rate"]["value"]
+    assert cfg.model.size == "base_plus" and cfg.model.image_size == scratch["resolution"]
