@@ -9,8 +9,8 @@ setup(
     # torch is pinned by the Makefile (a CPU build on CI machines); any recent torch works here.
     install_requires=["torch>=2.5", "numpy", "pyyaml"],
     extras_require={
-        # hydra-core and iopath are what Meta's reference implementation needs to build; it is
+        # hydra-core, iopath, pillow and tqdm are what Meta's reference implementation imports; it is
         # installed by `make` (see Makefile) and used only as a numerical oracle in tests.
-        "test": ["pytest>=8", "ruff", "hydra-core>=1.3.2", "iopath>=0.1.10"],
+        "test": ["pytest>=8", "ruff", "hydra-core>=1.3.2", "iopath>=0.1.10", "pillow", "tqdm"],
     },
 )

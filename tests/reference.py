@@ -1,9 +1,12 @@
 """Meta's own SAM 2.1 implementation (PyPI `sam2==1.1.0`) as a test oracle.
 
-Only tests import this. The oracle is installed by the Makefile's test setup.
+Only tests import this. The oracle is installed by the Makefile's test setup; if it is missing
+or broken, the tests that use it fail at import, loudly, rather than being skipped.
 """
 
 import torch
+from sam2.build_sam import build_sam2 as meta_build_sam2
+from sam2.modeling.sam2_base import SAM2Base as MetaSAM2Base  # noqa: F401  (fails early if deps are missing)
 
 META_CONFIGS = {
     "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -25,8 +28,6 @@ _OVERRIDES = {
 
 
 def build_meta_sam2(size, image_size, overrides=None):
-    from sam2.build_sam import build_sam2 as meta_build_sam2
-
     extra = [f"++model.image_size={image_size}"]
     for key, value in (overrides or {}).items():
         extra.append(f"++{_OVERRIDES[key]}={str(value).lower() if isinstance(value, bool) else value}")

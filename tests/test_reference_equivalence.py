@@ -4,12 +4,10 @@ inputs, fp32. The bar is a relative error below 1e-5; in practice the outputs ar
 
 import pytest
 import torch
-from reference import META_CONFIGS, build_meta_sam2, randomize_
+from reference import META_CONFIGS, build_meta_sam2, meta_build_sam2, randomize_
 from tracking_driver import run_clip, synthetic_clip
 
 from sam2_scale.model import build_sam2, load_checkpoint, save_checkpoint
-
-pytest.importorskip("sam2", reason="Meta's sam2 package is the oracle; `make test` installs it")
 
 TOL = 1e-5
 
@@ -145,8 +143,6 @@ def test_our_checkpoint_loads_in_meta_code_and_back(tmp_path):
     ours, _ = twin_models("tiny", 256, seed=6)
     path = save_checkpoint(ours, tmp_path / "sam2.1_hiera_tiny.pt")
     # Meta's builder loads ckpt["model"] strictly (missing or unexpected keys raise).
-    from sam2.build_sam import build_sam2 as meta_build_sam2
-
     meta = meta_build_sam2(
         META_CONFIGS["tiny"],
         ckpt_path=str(path),

@@ -164,3 +164,19 @@ def test_prompt_config_values_are_the_reference_ones(reference_hparams):
         loss["weight_dict"][k] for k in ("loss_mask", "loss_dice", "loss_iou", "loss_class")
     )
     assert (lc.focal_alpha, lc.focal_gamma) == (loss["focal_alpha"], loss["focal_gamma"])
+
+
+def test_checkpointed_correction_steps_give_identical_loss_and_grads():
+    torch.manual_seed(0)
+    model = build_sam2("tiny", image_size=128).train()
+    batch = clip_batch(1, 2, 128)
+    results = []
+    for ckpt in (False, True):
+        torch.manual_seed(5)  # the same drop-path draws in both runs
+        outs, _ = unroll_clip(model, batch, torch.Generator().manual_seed(2), checkpoint_correction_steps=ckpt)
+        loss = MultiStepLoss()(outs, batch.masks)["core_loss"]
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        results.append((loss.item(), model.sam_mask_decoder.iou_token.weight.grad.clone()))
+    assert results[0][0] == results[1][0]
+    torch.testing.assert_close(results[0][1], results[1][1])
