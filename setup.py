@@ -7,10 +7,22 @@ setup(
     packages=find_packages(include=["sam2_scale", "sam2_scale.*"]),
     python_requires=">=3.10",
     # torch is pinned by the Makefile (a CPU build on CI machines); any recent torch works here.
-    install_requires=["torch>=2.5", "numpy", "pyyaml"],
+    install_requires=[
+        "torch>=2.5",
+        "numpy",
+        "pyyaml",
+        "pillow",
+        "av",  # PyAV: streaming video decode (and H.264 encode for the synthetic data)
+        "webdataset",
+        "pycocotools",  # COCO RLE masks
+        "simplejpeg",  # libjpeg-turbo: JPEG straight from YUV planes, DCT-scaled decode
+        "tqdm",
+    ],
     extras_require={
-        # hydra-core, iopath, pillow and tqdm are what Meta's reference implementation imports; it is
-        # installed by `make` (see Makefile) and used only as a numerical oracle in tests.
-        "test": ["pytest>=8", "ruff", "hydra-core>=1.3.2", "iopath>=0.1.10", "pillow", "tqdm"],
+        # hydra-core and iopath (plus pillow and tqdm, runtime deps here) are what Meta's reference
+        # implementation imports; `make` installs it (see Makefile) as a numerical oracle for tests.
+        "test": ["pytest>=8", "ruff", "hydra-core>=1.3.2", "iopath>=0.1.10"],
+        # The reference method of benchmarks/frame_extraction.py decodes with OpenCV.
+        "bench": ["opencv-python-headless"],
     },
 )

@@ -1,0 +1,1 @@
+"""Data preparation: raw SA-1B / SA-V / DAVIS-style datasets to WebDataset shards."""

@@ -1,0 +1,127 @@
+"""DAVIS-style video datasets -> video samples (MOSE, DAVIS, YouTube-VOS, SA-V val/test).
+
+Layout: frames `<frames>/<video>/<NNNNN>.jpg`; masks either one palettised PNG per annotated
+frame, `<masks>/<video>/<NNNNN>.png` (palette index = object id, 0 = background), or one binary
+PNG per object, `<masks>/<video>/<object id>/<NNNNN>.png` (SA-V val/test; a missing PNG on an
+annotated frame means the object is not visible). Frames with masks are the annotated frames.
+JPEG frames are stored as they are, without re-encoding.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from sam2_scale.data import rle as rle_utils
+from sam2_scale.data import schema
+
+from .shards import SampleError, Source
+
+
+def find_davis_items(frames_dir, masks_dir):
+    """Sorted (frames folder, masks folder) per video present in both."""
+    frames_dir, masks_dir = Path(frames_dir), Path(masks_dir)
+    if not frames_dir.is_dir():
+        raise FileNotFoundError(f"frames folder {frames_dir} does not exist")
+    items = []
+    for video in sorted(p for p in frames_dir.iterdir() if p.is_dir()):
+        items.append((str(video), str(masks_dir / video.name)))
+    return items
+
+
+def _frame_number(path):
+    try:
+        return int(path.stem)
+    except ValueError:
+        return None
+
+
+def _read_png(path):
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.array(img)
+    except (OSError, ValueError) as exc:
+        raise SampleError(f"{path}: unreadable mask PNG: {exc}") from exc
+
+
+def _jpeg_size(path):
+    data = Path(path).read_bytes()
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        simplejpeg.decode_jpeg(data, min_height=1, min_width=1)  # full parse at the smallest DCT scale
+    except (ValueError, RuntimeError) as exc:
+        raise SampleError(f"{path}: unreadable JPEG: {exc}") from exc
+    return data, height, width
+
+
+@dataclass(frozen=True)
+class DavisSource(Source):
+    ann_every: int = 1  # keep every n-th annotated frame
+    unit: str = "videos"
+
+    def producers(self, item):
+        frames_dir, masks_dir = item
+        yield Path(frames_dir).name, lambda add: self._build(Path(frames_dir), Path(masks_dir), add)
+
+    def _annotations(self, masks_dir):
+        """({frame number: {object id: bool mask}}, object ids)."""
+        if not masks_dir.is_dir():
+            raise SampleError(f"{masks_dir}: no mask folder for this video")
+        per_object = sorted(p for p in masks_dir.iterdir() if p.is_dir())
+        annotations = {}
+        if per_object:
+            ids = []
+            for folder in per_object:
+                try:
+                    object_id = int(folder.name)
+                except ValueError:
+                    raise SampleError(f"{folder}: object folders must be named by their integer id") from None
+                ids.append(object_id)
+                for png in folder.glob("*.png"):
+                    n = _frame_number(png)
+                    if n is not None:
+                        annotations.setdefault(n, {})[object_id] = _read_png(png) > 0
+            return annotations, sorted(ids)
+        ids = set()
+        for png in masks_dir.glob("*.png"):
+            n = _frame_number(png)
+            if n is None:
+                continue
+            labels = _read_png(png)
+            if labels.ndim != 2:
+                raise SampleError(f"{png}: expected a palettised (single-channel) PNG, got shape {labels.shape}")
+            present = [int(v) for v in np.unique(labels) if v != 0]
+            ids.update(present)
+            annotations[n] = {v: labels == v for v in present}
+        return annotations, sorted(ids)
+
+    def _build(self, frames_dir, masks_dir, add):
+        frames = {_frame_number(p): p for p in frames_dir.glob("*.jpg") if _frame_number(p) is not None}
+        annotations, ids = self._annotations(masks_dir)
+        annotated = sorted(n for n in annotations if n in frames)[:: self.ann_every]
+        if not annotated:
+            raise SampleError(f"{frames_dir}: no frame has a mask in {masks_dir}")
+        if not ids:
+            raise SampleError(f"{masks_dir}: no object in any mask")
+        height = width = None
+        masks = []
+        for n in annotated:
+            data, h, w = _jpeg_size(frames[n])
+            if height is None:
+                height, width = h, w
+            if (h, w) != (height, width):
+                raise SampleError(f"{frames[n]}: frame size {(h, w)} differs from the video's {(height, width)}")
+            row = []
+            for object_id in ids:
+                mask = annotations[n].get(object_id)
+                if mask is not None and mask.shape != (height, width):
+                    raise SampleError(f"{masks_dir}: mask of frame {n} is {mask.shape}, frame is {(height, width)}")
+                row.append(rle_utils.encode(mask) if mask is not None else rle_utils.empty(height, width))
+            masks.append(row)
+            add(schema.frame_ext(n), data)
+        meta = schema.video_meta("davis", frames_dir.name, height, width, None, annotated, ids, masks)
+        add(schema.META_EXT, schema.encode_meta(meta))
+        return schema.sample_key(frames_dir.name), len(annotated)

@@ -1,0 +1,134 @@
+"""SA-1B images (sa_<id>.jpg + sa_<id>.json, loose or inside the original tars) -> image samples.
+
+The JPEG is stored as it is unless `max_side` asks for a smaller long side (then it is resized
+and its RLE masks with it). `max_masks` keeps the first N annotations of an image.
+"""
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from sam2_scale.data import rle as rle_utils
+from sam2_scale.data import schema
+
+from .shards import SampleError, Source
+
+
+def find_sa1b_items(src):
+    """Sorted work items: ("pair", jpg, json) for loose files, ("tar", path) per tar file."""
+    src = Path(src)
+    items = [("tar", str(p)) for p in sorted(src.rglob("*.tar"))]
+    for jpg in sorted(src.rglob("*.jpg")):
+        json_path = jpg.with_suffix(".json")
+        items.append(("pair", str(jpg), str(json_path) if json_path.exists() else None))
+    return items
+
+
+@dataclass(frozen=True)
+class Sa1bSource(Source):
+    max_side: int = 0  # 0 = keep the original size
+    max_masks: int = 0  # 0 = keep all
+    quality: int = 90  # when re-encoding a resized image
+    unit: str = "files"
+
+    def producers(self, item):
+        if item[0] == "pair":
+            _, jpg, json_path = item
+            yield Path(jpg).stem, lambda add: self._build_from_files(jpg, json_path, add)
+        else:
+            yield from self._producers_from_tar(item[1])
+
+    def _build_from_files(self, jpg, json_path, add):
+        if json_path is None:
+            raise SampleError(f"{jpg}: no annotation file {Path(jpg).with_suffix('.json').name}")
+        try:
+            image_bytes = Path(jpg).read_bytes()
+            annotation = Path(json_path).read_bytes()
+        except OSError as exc:
+            raise SampleError(f"{jpg}: unreadable: {exc}") from exc
+        return self._build(Path(jpg).stem, image_bytes, annotation, jpg, add)
+
+    def _producers_from_tar(self, tar_path):
+        """Stream the tar once; pair each image with its JSON as they come."""
+        pending = {}
+        try:
+            with tarfile.open(tar_path, mode="r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    name = Path(member.name)
+                    if name.suffix not in (".jpg", ".json"):
+                        continue
+                    data = tar.extractfile(member).read()
+                    parts = pending.setdefault(name.stem, {})
+                    parts[name.suffix] = data
+                    if len(parts) == 2:
+                        del pending[name.stem]
+                        where = f"{tar_path}:{name.stem}"
+                        yield (
+                            name.stem,
+                            (lambda add, s=name.stem, p=parts, w=where: self._build(s, p[".jpg"], p[".json"], w, add)),
+                        )
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise SampleError(
+                f"{tar_path}: unreadable tar ({type(exc).__name__}: {exc}); samples before this point were kept"
+            ) from exc
+        for stem, parts in pending.items():
+            missing = ".json" if ".jpg" in parts else ".jpg"
+
+            def fail(add, stem=stem, missing=missing):
+                raise SampleError(f"{tar_path}: {stem} has no {missing} file")
+
+            yield stem, fail
+
+    def _build(self, stem, image_bytes, annotation_bytes, where, add):
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(image_bytes)
+        except ValueError as exc:
+            raise SampleError(f"{where}: unreadable JPEG: {exc}") from exc
+        try:
+            meta = json.loads(annotation_bytes)
+            annotations = meta["annotations"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SampleError(f"{where}: malformed annotation JSON: {exc}") from exc
+        if self.max_masks:
+            annotations = annotations[: self.max_masks]
+        for i, ann in enumerate(annotations):
+            try:
+                rle_utils.check(ann.get("segmentation"), height, width, f"{where}: annotation {i}")
+            except (rle_utils.RLEError, AttributeError) as exc:
+                raise SampleError(str(exc)) from exc
+        if self.max_side and max(height, width) > self.max_side:
+            image_bytes, annotations, height, width = self._resize(image_bytes, annotations, height, width, where)
+        meta = dict(meta, annotations=annotations, schema=schema.IMAGE_SCHEMA)
+        meta["image"] = dict(meta.get("image", {}), height=height, width=width)
+        add(schema.IMAGE_EXT, image_bytes)
+        add(schema.META_EXT, schema.encode_meta(meta))
+        return schema.sample_key(stem), 1
+
+    def _resize(self, image_bytes, annotations, height, width, where):
+        scale = self.max_side / max(height, width)
+        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        try:
+            with Image.open(io.BytesIO(image_bytes)) as img:
+                img.draft("RGB", (new_w, new_h))  # let libjpeg decode at a reduced DCT scale
+                rgb = np.asarray(img.convert("RGB").resize((new_w, new_h), Image.BILINEAR))
+        except OSError as exc:
+            raise SampleError(f"{where}: unreadable JPEG: {exc}") from exc
+        resized = []
+        for ann in annotations:
+            try:
+                mask = rle_utils.decode(ann["segmentation"])
+            except rle_utils.RLEError as exc:
+                raise SampleError(f"{where}: {exc}") from exc
+            small = np.asarray(Image.fromarray(mask).resize((new_w, new_h), Image.NEAREST))
+            rle = rle_utils.encode(small)
+            x, y, w, h = ann.get("bbox", [0, 0, 0, 0])
+            resized.append(dict(ann, segmentation=rle, area=int(small.sum()), bbox=[x * scale, y * scale, w * scale, h * scale]))
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=self.quality, colorspace="RGB"), resized, new_h, new_w

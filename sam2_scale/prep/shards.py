@@ -1,0 +1,198 @@
+"""Shard runs: split work deterministically into shards, build them in a process pool, write
+each atomically with its stats, skip finished ones on rerun, and summarise in a manifest.
+
+A shard is finished when its `.stats.json` exists: it is written (atomically) only after the
+tar has been renamed into place, so a killed run never leaves a shard that looks done.
+"""
+
+import json
+import os
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import webdataset as wds
+from tqdm import tqdm
+
+
+class SampleError(Exception):
+    """Bad input for one sample: the sample is skipped and recorded, the run goes on."""
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    index: int
+    items: tuple  # picklable work items, e.g. paths
+
+    @property
+    def name(self):
+        return f"shard-{self.index:06d}"
+
+
+def plan_shards(items, items_per_shard):
+    """Split the (sorted) items into consecutive shards: the same plan on every machine."""
+    if items_per_shard < 1:
+        raise ValueError("items per shard must be >= 1")
+    return [ShardPlan(i, tuple(items[s : s + items_per_shard])) for i, s in enumerate(range(0, len(items), items_per_shard))]
+
+
+def task_shards(plans, num_tasks, task_id):
+    """The shards of one task of `num_tasks` (disjoint, round-robin so sizes balance)."""
+    if not 0 <= task_id < num_tasks:
+        raise ValueError(f"task id {task_id} outside 0..{num_tasks - 1}")
+    return [p for p in plans if p.index % num_tasks == task_id]
+
+
+def write_json_atomic(path, obj):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+class _Staging:
+    """One sample's members, written to a temp tar as they are produced (memory stays flat),
+    then copied into the shard only if the whole sample succeeded."""
+
+    def __init__(self, folder, key):
+        self.key = key
+        self.file = tempfile.TemporaryFile(dir=folder)
+        self.writer = wds.TarWriter(self.file, mtime=0)
+        self.bytes = 0
+
+    def add(self, ext, data):
+        self.writer.write({"__key__": self.key, ext: data})
+        self.bytes += len(data)
+
+    def copy_into(self, sink):
+        self.writer.tarstream.close()  # finish the archive; the file stays open
+        self.file.seek(0)
+        with tarfile.open(fileobj=self.file, mode="r") as staged:
+            for member in staged:
+                sink.tarstream.addfile(member, staged.extractfile(member))
+
+    def close(self):
+        self.file.close()
+
+
+def build_shard(plan, out_dir, source):
+    """Build one shard from `source` (see `Source`); returns the shard's stats."""
+    out_dir = Path(out_dir)
+    start = time.time()
+    tmp_tar = out_dir / f".{plan.name}.tar.tmp-{os.getpid()}"
+    stats = {"shard": plan.name, "items": len(plan.items), "samples": 0, "frames": 0, "bytes": 0, "failures": [], "keys": []}
+    with open(tmp_tar, "wb") as raw, wds.TarWriter(raw, mtime=0) as sink:
+        for item in plan.items:
+            try:
+                for key_hint, produce in source.producers(item):
+                    staging = _Staging(out_dir, key_hint)
+                    try:
+                        key, num_frames = produce(staging.add)
+                        staging.copy_into(sink)
+                    except SampleError as exc:
+                        stats["failures"].append({"source": key_hint, "reason": str(exc)})
+                        continue
+                    finally:
+                        staging.close()
+                    stats["samples"] += 1
+                    stats["frames"] += num_frames
+                    stats["bytes"] += staging.bytes
+                    stats["keys"].append(key)
+            except SampleError as exc:  # the item itself is unreadable (e.g. a corrupt tar)
+                stats["failures"].append({"source": str(item), "reason": str(exc)})
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp_tar, out_dir / f"{plan.name}.tar")
+    stats["seconds"] = round(time.time() - start, 3)
+    write_json_atomic(out_dir / f"{plan.name}.stats.json", stats)
+    return stats
+
+
+class Source:
+    """What a dataset reader provides (a picklable object: it travels to worker processes).
+
+    producers(item) yields (key_hint, produce) pairs; produce(add) calls add(ext, bytes) for
+    each member of one sample and returns (key, num_frames), or raises SampleError.
+    """
+
+    unit = "items"
+
+    def producers(self, item):
+        raise NotImplementedError
+
+
+def _build_shard_entry(args):
+    return build_shard(*args)
+
+
+def _remove_stale_temp_files(out_dir, plans):
+    for plan in plans:
+        for stale in out_dir.glob(f".{plan.name}.tar.tmp-*"):
+            stale.unlink(missing_ok=True)
+
+
+def run_shards(plans, out_dir, source, workers=1, progress=True):
+    """Build every unfinished shard of `plans`; returns the stats of the shards built now."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in plans if not (out_dir / f"{p.name}.stats.json").exists()]
+    _remove_stale_temp_files(out_dir, todo)  # left by a killed run of this task
+    bar = tqdm(total=sum(len(p.items) for p in todo), unit=source.unit, disable=not progress, desc=f"shards -> {out_dir}")
+    built = []
+    if workers <= 1 or len(todo) <= 1:
+        for plan in todo:
+            built.append(build_shard(plan, out_dir, source))
+            bar.update(len(plan.items))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_build_shard_entry, (plan, out_dir, source)): plan for plan in todo}
+            for future in as_completed(futures):
+                built.append(future.result())
+                bar.update(len(futures[future].items))
+    bar.close()
+    return built
+
+
+def write_manifest(out_dir, plans, kind, settings):
+    """Summarise every shard finished so far (by any task) into manifest.json."""
+    out_dir = Path(out_dir)
+    shards, failures = [], []
+    totals = {"samples": 0, "frames": 0, "bytes": 0, "failed": 0}
+    for plan in plans:
+        stats_path = out_dir / f"{plan.name}.stats.json"
+        if not stats_path.exists():
+            continue
+        stats = json.loads(stats_path.read_text())
+        tar_path = out_dir / f"{plan.name}.tar"
+        shards.append(
+            {
+                "name": f"{plan.name}.tar",
+                "samples": stats["samples"],
+                "frames": stats["frames"],
+                "size": tar_path.stat().st_size,
+                "keys": stats["keys"],
+            }
+        )
+        for key in ("samples", "frames", "bytes"):
+            totals[key] += stats[key]
+        totals["failed"] += len(stats["failures"])
+        failures += [dict(f, shard=plan.name) for f in stats["failures"]]
+    manifest = {
+        "kind": kind,
+        "complete": len(shards) == len(plans),
+        "num_shards_planned": len(plans),
+        "num_shards": len(shards),
+        **totals,
+        "shards": shards,
+        "failures": failures,
+        "settings": settings,
+    }
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return manifest

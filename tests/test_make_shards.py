@@ -1,0 +1,297 @@
+"""data_prep end to end on synthetic raw data: shards, stats, manifest, verify, bad input,
+resume after a kill, and task splitting. The CLI runs in real subprocesses where it matters."""
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import simplejpeg
+import webdataset as wds
+from PIL import Image
+
+from sam2_scale.data import rle as rle_utils
+from sam2_scale.data import schema
+from sam2_scale.prep.synthetic import write_synthetic_dataset
+from sam2_scale.prep.verify import verify_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+MAKE = [sys.executable, str(ROOT / "data_prep" / "make_shards.py")]
+
+
+def make_shards(*args, check=True):
+    result = subprocess.run(MAKE + [str(a) for a in args] + ["--no-progress"], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"make_shards failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def samples_of(folder):
+    out = {}
+    for tar in sorted(Path(folder).glob("shard-*.tar")):
+        for sample in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False):
+            out[sample["__key__"]] = sample
+    return out
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    write_synthetic_dataset(root, num_videos=3, num_images=4, num_heldout=2, num_frames=24, seed=3)
+    return root
+
+
+def test_sav_shards_match_the_source(raw, tmp_path):
+    out = tmp_path / "sav"
+    make_shards(
+        "sav",
+        "--videos",
+        raw / "sav/videos",
+        "--annotations",
+        raw / "sav/annotations",
+        "--out",
+        out,
+        "--items-per-shard",
+        2,
+        "--workers",
+        2,
+    )
+    report, problems = verify_shards(out, progress=False)
+    assert problems == [] and report["samples"] == 3 and report["frames"] == 3 * 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["num_shards"] == 2 and manifest["failed"] == 0
+    stats = json.loads((out / "shard-000000.stats.json").read_text())
+    assert stats["samples"] == 2 and stats["frames"] == 12 and stats["bytes"] > 0 and stats["failures"] == []
+
+    sample = samples_of(out)["sav_000001"]
+    meta = json.loads(sample["json"])
+    assert meta["frame_indices"] == [0, 4, 8, 12, 16, 20]
+    annotation = json.loads((raw / "sav/annotations/sav_000001_manual.json").read_text())
+    assert meta["masks"] == annotation["masklet"]
+    assert meta["object_ids"] == annotation["masklet_id"]
+    # Frames: the kept frames of the mp4, at JPEG quality.
+    with av.open(str(raw / "sav/videos/sav_000001.mp4")) as video:
+        reference = [f.to_ndarray(format="rgb24") for i, f in enumerate(video.decode(video=0)) if i % 4 == 0]
+    for index, rgb in zip(meta["frame_indices"], reference):
+        stored = simplejpeg.decode_jpeg(sample[schema.frame_ext(index)], colorspace="RGB")
+        assert psnr(stored, rgb) > 35
+
+
+def test_davis_palette_and_per_object_layouts(raw, tmp_path):
+    for layout, folder in (("palette", "davis"), ("per_object", "davis_per_object")):
+        out = tmp_path / layout
+        make_shards("davis", "--frames", raw / folder / "JPEGImages", "--masks", raw / folder / "Annotations", "--out", out)
+        _, problems = verify_shards(out, progress=False)
+        assert problems == []
+        sample = samples_of(out)["heldout_000"]
+        meta = json.loads(sample["json"])
+        first = meta["frame_indices"][0]
+        # Frames are copied byte for byte.
+        assert sample[schema.frame_ext(first)] == (raw / folder / "JPEGImages/heldout_000" / f"{first:05d}.jpg").read_bytes()
+        if layout == "palette":
+            labels = np.array(Image.open(raw / folder / "Annotations/heldout_000" / f"{first:05d}.png"))
+            assert meta["frame_indices"] == list(range(24))
+            for o, object_id in enumerate(meta["object_ids"]):
+                assert np.array_equal(rle_utils.decode(meta["masks"][0][o]), labels == object_id)
+        else:
+            assert meta["frame_indices"] == list(range(0, 24, 4))  # masks every 4th frame
+
+
+def test_sa1b_loose_tar_and_resize(raw, tmp_path):
+    make_shards("sa1b", "--src", raw / "sa1b", "--out", tmp_path / "loose")
+    make_shards("sa1b", "--src", raw / "sa1b_tars", "--out", tmp_path / "tar")
+    make_shards("sa1b", "--src", raw / "sa1b", "--out", tmp_path / "small", "--max-side", 160, "--max-masks", 2)
+    for name in ("loose", "tar", "small"):
+        assert verify_shards(tmp_path / name, progress=False)[1] == []
+    loose, from_tar, small = (samples_of(tmp_path / n) for n in ("loose", "tar", "small"))
+    assert loose.keys() == from_tar.keys() and len(loose) == 4
+    for key in loose:
+        assert loose[key]["jpg"] == from_tar[key]["jpg"] == (raw / "sa1b" / f"{key}.jpg").read_bytes()
+        original = json.loads((raw / "sa1b" / f"{key}.json").read_text())
+        meta = json.loads(small[key]["json"])
+        assert meta["image"]["width"] == 160 and meta["image"]["height"] == 120
+        assert len(meta["annotations"]) == min(2, len(original["annotations"]))
+        # The resized mask still covers the same part of the image.
+        full = rle_utils.decode(original["annotations"][0]["segmentation"])
+        half = rle_utils.decode(meta["annotations"][0]["segmentation"])
+        assert half.shape == (120, 160)
+        assert abs(half.mean() - full.mean()) < 0.02
+
+
+def test_bad_inputs_are_skipped_and_recorded(raw, tmp_path):
+    videos, annotations = tmp_path / "videos", tmp_path / "annotations"
+    shutil.copytree(raw / "sav/videos", videos)
+    shutil.copytree(raw / "sav/annotations", annotations)
+    # 1: truncated mp4; 2: annotation RLE of the wrong size; 3: malformed JSON; 4: no annotation.
+    data = (videos / "sav_000001.mp4").read_bytes()
+    (videos / "sav_000001.mp4").write_bytes(data[: len(data) // 3])
+    ann = json.loads((annotations / "sav_000002_manual.json").read_text())
+    ann["masklet"][2][0]["size"] = [10, 10]
+    (annotations / "sav_000002_manual.json").write_text(json.dumps(ann))
+    (annotations / "sav_000003_manual.json").write_text("{not json")
+    shutil.copy(videos / "sav_000002.mp4", videos / "sav_000009.mp4")
+    shutil.copy(videos / "sav_000002.mp4", videos / "sav_000010.mp4")
+    (annotations / "sav_000010_manual.json").write_text((raw / "sav/annotations/sav_000002_manual.json").read_text())
+
+    out = tmp_path / "out"
+    result = make_shards("sav", "--videos", videos, "--annotations", annotations, "--out", out, check=False)
+    assert result.returncode == 3, result.stderr  # 4 of 5 failed: above the 1 % default
+    manifest = json.loads((out / "manifest.json").read_text())
+    reasons = {f["source"]: f["reason"] for f in manifest["failures"]}
+    assert set(reasons) == {"sav_000001", "sav_000002", "sav_000003", "sav_000009"}
+    assert "sav_000001.mp4" in reasons["sav_000001"]
+    assert "RLE size [10, 10] != frame size [240, 320]" in reasons["sav_000002"]
+    assert "malformed annotation JSON" in reasons["sav_000003"] and "sav_000003_manual.json" in reasons["sav_000003"]
+    assert "no annotation file sav_000009_manual.json" in reasons["sav_000009"]
+    assert manifest["samples"] == 1 and list(samples_of(out)) == ["sav_000010"]
+    assert verify_shards(out, progress=False)[1] == [], "the good sample is intact"
+    assert "failed: sav_000002" in result.stderr
+    # Tolerated when the threshold allows it.
+    assert (
+        make_shards("sav", "--videos", videos, "--annotations", annotations, "--out", out, "--max-failure-rate", 0.9).returncode
+        == 0
+    )
+
+
+def test_unreadable_images_and_tars(raw, tmp_path):
+    src = tmp_path / "sa1b"
+    shutil.copytree(raw / "sa1b", src)
+    (src / "sa_2.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (src / "sa_3.json").unlink()
+    data = (raw / "sa1b_tars/sa_000000.tar").read_bytes()
+    (src / "broken.tar").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    make_shards("sa1b", "--src", src, "--out", out, "--max-failure-rate", 1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    reasons = [f["reason"] for f in manifest["failures"]]
+    assert any("sa_2.jpg: unreadable JPEG" in r for r in reasons)
+    assert any("no annotation file sa_3.json" in r for r in reasons)
+    assert any("broken.tar" in r for r in reasons)
+    # The loose good images and the images before the tar's damage are kept.
+    keys = set(samples_of(out))
+    assert {"sa_1", "sa_4"} <= keys
+    assert verify_shards(out, progress=False)[1] == []
+
+    frames, masks = tmp_path / "JPEGImages", tmp_path / "Annotations"
+    shutil.copytree(raw / "davis/JPEGImages", frames)
+    shutil.copytree(raw / "davis/Annotations", masks)
+    (frames / "heldout_001/00003.jpg").write_bytes(b"garbage")
+    make_shards("davis", "--frames", frames, "--masks", masks, "--out", tmp_path / "davis", "--max-failure-rate", 1)
+    failures = json.loads((tmp_path / "davis/manifest.json").read_text())["failures"]
+    assert [f["source"] for f in failures] == ["heldout_001"] and "00003.jpg: unreadable JPEG" in failures[0]["reason"]
+
+
+def test_resume_after_kill_rebuilds_nothing_finished(raw, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(8):
+        os.symlink(raw / "sav/videos/sav_000001.mp4", videos / f"sav_{100 + i:06d}.mp4")
+        shutil.copy(raw / "sav/annotations/sav_000001_manual.json", videos / f"sav_{100 + i:06d}_manual.json")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        MAKE + ["sav", "--videos", str(videos), "--out", str(out), "--items-per-shard", "1", "--workers", "1", "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while not list(out.glob("shard-*.stats.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.stats.json")}
+    assert 1 <= len(done_before) < 8, "the kill must land mid-run"
+    # Whatever the kill interrupted is not a finished shard.
+    for tar in out.glob("shard-*.tar"):
+        assert (out / tar.name.replace(".tar", ".stats.json")).exists() or tar.name.replace(
+            ".tar", ".stats.json"
+        ) not in done_before
+
+    make_shards("sav", "--videos", videos, "--out", out, "--items-per-shard", 1, "--workers", 1)
+    assert not list(out.glob(".shard-*")), "temp files of the killed run are cleaned up"
+    for name, mtime in done_before.items():
+        assert (out / name).stat().st_mtime_ns == mtime, f"{name} was rebuilt"
+    report, problems = verify_shards(out, progress=False)
+    assert problems == [] and report["samples"] == 8
+
+
+def test_tasks_split_the_work_disjointly(raw, tmp_path):
+    out = tmp_path / "out"
+    args = ["sav", "--videos", raw / "sav/videos", "--annotations", raw / "sav/annotations", "--out", out, "--items-per-shard", 1]
+    make_shards(*args, "--num-tasks", 2, "--task-id", 0)
+    first = {p.name for p in out.glob("shard-*.tar")}
+    assert json.loads((out / "manifest.json").read_text())["complete"] is False
+    env = dict(os.environ, SLURM_ARRAY_TASK_COUNT="2", SLURM_ARRAY_TASK_ID="1")
+    subprocess.run(MAKE + [str(a) for a in args] + ["--no-progress"], env=env, check=True, capture_output=True)
+    second = {p.name for p in out.glob("shard-*.tar")} - first
+    assert first and second and first.isdisjoint(second) and len(first | second) == 3
+    assert verify_shards(out, progress=False)[1] == []
+
+
+def test_changed_settings_are_refused(raw, tmp_path):
+    out = tmp_path / "out"
+    make_shards("sa1b", "--src", raw / "sa1b", "--out", out)
+    result = make_shards("sa1b", "--src", raw / "sa1b", "--out", out, "--max-side", 100, check=False)
+    assert result.returncode != 0 and "built with other settings" in result.stderr
+
+
+def test_verify_finds_damage(raw, tmp_path):
+    out = tmp_path / "out"
+    make_shards("sa1b", "--src", raw / "sa1b", "--out", out)
+    tar = out / "shard-000000.tar"
+    with tarfile.open(tar) as t:
+        members = [(m, t.extractfile(m).read()) for m in t]
+    with tarfile.open(tar, "w") as t:
+        for member, data in members:
+            if member.name == "sa_2.jpg":
+                data = data[: len(data) // 4]
+                member.size = len(data)
+            t.addfile(member, io.BytesIO(data))
+    problems = verify_shards(out, progress=False)[1]
+    assert any("sa_2" in p and "JPEG" in p for p in problems)
+    assert (
+        subprocess.run(
+            [sys.executable, str(ROOT / "data_prep/verify_shards.py"), str(out), "--no-progress"], capture_output=True
+        ).returncode
+        == 1
+    )
+
+
+def test_bt709_video_colours_are_converted(tmp_path):
+    """HD video is BT.709: encoding its planes as JPEG without conversion would shift colours."""
+    from sam2_scale.prep.video import iter_kept_frames
+
+    h, w = 64, 96
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 200)], -1).astype(np.uint8)
+    path = tmp_path / "bt709.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.colorspace = 1  # BT.709
+        for _ in range(4):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace=1)
+            frame.colorspace = 1
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        decoded = next(container.decode(video=0))
+        assert decoded.colorspace == 1
+        reference = decoded.to_ndarray(format="rgb24")
+    kept = next(iter_kept_frames(path, every=4))
+    assert psnr(simplejpeg.decode_jpeg(kept.jpeg, colorspace="RGB"), reference) > 35
