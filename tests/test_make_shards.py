@@ -295,3 +295,16 @@ def test_bt709_video_colours_are_converted(tmp_path):
         reference = decoded.to_ndarray(format="rgb24")
     kept = next(iter_kept_frames(path, every=4))
     assert psnr(simplejpeg.decode_jpeg(kept.jpeg, colorspace="RGB"), reference) > 35
+
+
+def test_job_array_script_runs_without_slurm(raw, tmp_path):
+    """launch/make_shards.sh outside SLURM is task 0 of 1 (under sbatch it takes the array's ids)."""
+    env = dict(os.environ, PYTHON=sys.executable)
+    for key in [k for k in env if k.startswith("SLURM_")]:
+        del env[key]
+    out = tmp_path / "out"
+    cmd = ["bash", str(ROOT / "launch/make_shards.sh"), "sa1b", "--src", str(raw / "sa1b"), "--out", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "task 0/1" in result.stdout
+    assert verify_shards(out, progress=False)[1] == []
