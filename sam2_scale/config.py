@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from .data.streams import DataConfig
 from .objective.loss import LossConfig
 from .objective.prompts import PromptConfig
 from .train.optim import OptimConfig
@@ -34,6 +35,7 @@ class Config:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 def _type_name(tp):

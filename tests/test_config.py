@@ -64,3 +64,16 @@ def test_mose_recipe_has_the_released_numbers(reference_hparams):
     assert cfg.optim.weight_decay == reference_hparams["weight_decay"]["default"]
     assert cfg.model.drop_path_rate == reference_hparams["drop_path_rate"]["value"]
     assert cfg.model.size == "base_plus" and cfg.model.image_size == scratch["resolution"]
+
+
+def test_data_section_is_typed_down_to_each_dataset(tmp_path):
+    text = (
+        "data:\n  resolution: 512\n  datasets:\n"
+        "    - {name: sa1b, shards: /s/sa1b-*.tar, kind: image, batch_size: 4, num_frames: 1}\n"
+        "    - {name: sav, shards: /s/sav-*.tar, batch_size: 1, weight: 2}\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert [d.name for d in cfg.data.datasets] == ["sa1b", "sav"]
+    assert cfg.data.datasets[1].weight == 2.0 and cfg.data.datasets[1].num_frames == 8
+    with pytest.raises(ConfigError, match=r"data\.datasets\[0\]: unknown key\(s\) batchsize"):
+        load_config(write(tmp_path, "data:\n  datasets:\n    - {name: a, batchsize: 2}\n"))

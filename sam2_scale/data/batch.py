@@ -1,6 +1,6 @@
 """The one input format of the training objective."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +18,9 @@ class Batch:
     frames: torch.Tensor
     masks: torch.Tensor
     obj_to_frame_idx: torch.Tensor
+    # Per clip: "sources" (video / image ids), "frame_indices"; per object: "object_ids";
+    # "dataset" name and "skipped" (bad samples skipped upstream since the previous batch).
+    metadata: dict = field(default_factory=dict)
 
     @property
     def num_frames(self):
@@ -40,7 +43,7 @@ class Batch:
         return clip_idx * self.num_frames + t_idx
 
     def to(self, device):
-        return Batch(self.frames.to(device), self.masks.to(device), self.obj_to_frame_idx.to(device))
+        return Batch(self.frames.to(device), self.masks.to(device), self.obj_to_frame_idx.to(device), self.metadata)
 
     @staticmethod
     def from_clip(frames, masks):
@@ -48,3 +51,26 @@ class Batch:
         t, o = masks.shape[:2]
         idx = torch.stack(torch.meshgrid(torch.arange(t), torch.zeros(o, dtype=torch.long), indexing="ij"), dim=-1)
         return Batch(frames.unsqueeze(1), masks.bool(), idx)
+
+
+def collate_clips(clips, dataset=""):
+    """Clips of equal length (dicts from `sam2_scale.data.clips`) -> one Batch. Objects of all
+    clips are concatenated; `obj_to_frame_idx` says which clip each one belongs to."""
+    lengths = {c["frames"].shape[0] for c in clips}
+    if len(lengths) != 1:
+        raise ValueError(f"clips of different lengths in one batch: {sorted(lengths)}")
+    (t,) = lengths
+    frames = torch.stack([c["frames"] for c in clips], dim=1)  # (T, B, 3, H, W)
+    masks = torch.cat([c["masks"] for c in clips], dim=1)  # (T, O, H, W)
+    clip_of_object = torch.cat([torch.full((c["masks"].shape[1],), b, dtype=torch.long) for b, c in enumerate(clips)])
+    obj_to_frame_idx = torch.stack(
+        [torch.arange(t)[:, None].expand(t, len(clip_of_object)), clip_of_object[None].expand(t, -1)], dim=-1
+    )
+    metadata = {
+        "dataset": dataset,
+        "sources": [c["source"] for c in clips],
+        "frame_indices": [c["frame_indices"] for c in clips],
+        "object_ids": [i for c in clips for i in c["object_ids"]],
+        "skipped": sum(c.get("skipped", 0) for c in clips),
+    }
+    return Batch(frames, masks, obj_to_frame_idx, metadata)
