@@ -14,6 +14,7 @@ setup(
         "pillow",
         "av",  # PyAV: streaming video decode (and H.264 encode for the synthetic data)
         "webdataset",
+        "braceexpand",  # shard patterns like shard-{000000..000099}.tar (webdataset's own dependency)
         "pycocotools",  # COCO RLE masks
         "simplejpeg",  # libjpeg-turbo: JPEG straight from YUV planes, DCT-scaled decode
         "tqdm",

@@ -26,7 +26,6 @@ import webdataset as wds
 from braceexpand import braceexpand
 
 from .clips import ClipConfig, image_clip, video_clip
-from .sampling import SkipSample
 from .transforms import AugmentConfig, ClipAugment
 
 
@@ -185,7 +184,7 @@ class ClipMaker:
             rng = np.random.default_rng(position)
             try:
                 clip = make(sample, self.cfg, self.augment, rng, self.resolution)
-            except (SkipSample, KeyError, ValueError) as exc:
+            except Exception as exc:  # any bad sample (SkipSample, malformed metadata, ...): skip, count
                 self.counter(exc)
                 continue
             clip["skipped"] = self.counter.take()
