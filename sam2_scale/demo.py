@@ -148,12 +148,13 @@ def main(argv=None):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
             optimizer.step()
         scheduler.step()
-        history.append({"step": step, "dataset": batch.metadata["dataset"], **{k: float(v.detach()) for k, v in losses.items()}})
+        values = {k: float(torch.as_tensor(v).detach()) for k, v in losses.items()}
+        history.append({"step": step, "dataset": batch.metadata["dataset"], **values})
         if step % 5 == 0 or step == args.steps - 1:
             log(
-                f"step {step:3d} {batch.metadata['dataset']:5s} loss {float(losses['core_loss']):7.3f} "
-                f"(mask {float(losses['loss_mask']):.3f} dice {float(losses['loss_dice']):.3f} "
-                f"iou {float(losses['loss_iou']):.3f} class {float(losses['loss_class']):.3f})"
+                f"step {step:3d} {batch.metadata['dataset']:5s} loss {values['core_loss']:7.3f} "
+                f"(mask {values['loss_mask']:.3f} dice {values['loss_dice']:.3f} "
+                f"iou {values['loss_iou']:.3f} class {values['loss_class']:.3f})"
             )
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
