@@ -26,14 +26,18 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m sam2_scale.demo
 
 test: $(STAMP)
-	$(PY) -m ruff check sam2_scale tests benchmarks
+	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check sam2_scale tests benchmarks
+	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 
+# Appends new, dated sections to BENCHMARKS.md (OpenCV is needed only for the reference method).
 bench: $(STAMP)
+	$(PIP) install -e '.[bench]'
 	$(PY) benchmarks/model_step.py --write BENCHMARKS.md
+	$(PY) benchmarks/frame_extraction.py --write BENCHMARKS.md
+	$(PY) benchmarks/input_pipeline.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import add_run  # benchmarks/report.py (the script folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -148,8 +150,7 @@ def main():
     table = header + "\n".join(lines) + "\n"
     print(table)
     if args.write:
-        with open(args.write, "a") as f:
-            f.write("\n" + table)
+        add_run(args.write, "## Activation checkpointing (model, `benchmarks/model_step.py`)", table)
 
 
 def _torch_version():

@@ -1,6 +1,5 @@
 """Which frames and objects of a sample make a training clip, as SA-V / SA-1B training picks them."""
 
-import numpy as np
 
 from . import rle as rle_utils
 
@@ -39,7 +38,3 @@ def sample_image_objects(meta, max_num_objects, rng):
         raise SkipSample(f"{meta.get('image', {}).get('file_name', '?')}: no annotation with area > 0")
     chosen = rng.choice(candidates, size=min(len(candidates), max_num_objects), replace=False)
     return [int(i) for i in chosen]
-
-
-def objects_to_array(masks):
-    return np.stack(masks) if masks else np.zeros((0,), bool)

@@ -5,9 +5,10 @@ Reference order (consistent = one draw for the whole clip): horizontal flip (p 0
 the clip if an object's frame-0 mask would vanish) -> square resize to the model resolution ->
 colour jitter (consistent) -> grayscale (p 0.05, consistent) -> colour jitter (per frame) ->
 normalise. Flip, affine and resize are all linear maps of pixel coordinates, so they are fused
-into a single `grid_sample` at the output resolution (images bilinear, masks nearest), after an
-antialiased resize to the output size so large images do not alias. Resizing first changes the
-coordinate frame, so the affine is conjugated by the resize: the geometry equals the reference's.
+into one sampling grid per clip at the output resolution: images are resized (antialiased, so
+large images do not alias) and warped bilinearly by it, masks are sampled by its nearest source
+pixels straight from the source resolution. The affine is drawn in source pixel coordinates, as
+the reference applies it before resizing, so the geometry equals the reference's.
 """
 
 import math
@@ -57,39 +58,26 @@ def affine_matrix(angle, shear_x, flip, width, height):
     return forward
 
 
-def conjugate_by_resize(forward, width, height, size):
-    """The same geometric map expressed on the image after a (non-uniform) resize to size x size."""
-    scale = np.diag([size / width, size / height, 1.0])
-    return scale @ forward @ np.linalg.inv(scale)
+def sampling_grid(forward, width, height, size):
+    """grid_sample grid (1, S, S, 2) of the output pixels in the source image's normalised
+    coordinates. With align_corners=False normalised coordinates do not depend on resolution,
+    so one grid serves the source-size masks and the resized image alike."""
+    out_to_pixels = np.array([[size / 2, 0, size / 2], [0, size / 2, size / 2], [0, 0, 1.0]])
+    resized_to_source = np.diag([width / size, height / size, 1.0])
+    source_to_normalised = np.array([[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1.0]])
+    theta = source_to_normalised @ np.linalg.inv(forward) @ resized_to_source @ out_to_pixels
+    theta = torch.from_numpy(theta[:2]).float().unsqueeze(0)
+    return F.affine_grid(theta, (1, 1, size, size), align_corners=False)
 
 
-def _sample_grid(forward, size):
-    """grid_sample grid for an output of size x size given the forward map at that size."""
-    inverse = np.linalg.inv(forward)
-    # Pixel centres of the output, mapped back into the input, in align_corners=False units.
-    coords = torch.arange(size, dtype=torch.float64) + 0.5
-    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-    ones = torch.ones_like(xs)
-    src = torch.einsum("ij,jhw->ihw", torch.from_numpy(inverse), torch.stack([xs, ys, ones]))
-    grid = torch.stack([src[0] / size * 2 - 1, src[1] / size * 2 - 1], dim=-1)
-    return grid.float().unsqueeze(0)
-
-
-def _grayscale(img):
-    w = torch.tensor(GRAY_WEIGHTS, dtype=img.dtype).view(3, 1, 1)
-    return (img * w).sum(0, keepdim=True)
-
-
-def _jitter(img, brightness, contrast, saturation, order):
-    for op in order:
-        if op == 0 and brightness is not None:
-            img = (img * brightness).clamp(0, 1)
-        elif op == 1 and contrast is not None:
-            mean = _grayscale(img).mean()
-            img = (img * contrast + mean * (1 - contrast)).clamp(0, 1)
-        elif op == 2 and saturation is not None:
-            img = (img * saturation + _grayscale(img) * (1 - saturation)).clamp(0, 1)
-    return img
+def nearest_indices(grid, width, height):
+    """Flat source index of the pixel nearest grid_sample picks for each output pixel; pixels
+    outside the source point at index width*height (an appended zero)."""
+    g = grid[0].numpy()
+    ix = np.rint(((g[..., 0] + 1) * width - 1) / 2)
+    iy = np.rint(((g[..., 1] + 1) * height - 1) / 2)
+    inside = (ix >= 0) & (ix < width) & (iy >= 0) & (iy < height)
+    return np.where(inside, iy * width + ix, width * height).astype(np.int64).ravel()
 
 
 def _jitter_params(rng, b, c, s):
@@ -99,65 +87,93 @@ def _jitter_params(rng, b, c, s):
     return draw(b), draw(c), draw(s), order
 
 
+def _gray_mean(img, weights):
+    return float(img.mean(dim=(1, 2)) @ weights)
+
+
 class ClipAugment:
     """frames: list of uint8 (H, W, 3); masks: bool (T, O, H, W) -> (T, 3, S, S) float normalised,
-    (T, O, S, S) bool."""
+    (T, O, S, S) bool.
+
+    Work happens at the output resolution on as few passes as possible: an antialiased resize
+    of the uint8 frame, one bilinear warp per frame with a grid shared by the clip, masks taken
+    straight from the source by that grid's nearest indices, and colour ops in place.
+    """
 
     def __init__(self, resolution, cfg=None):
         self.size = resolution
         self.cfg = cfg or AugmentConfig()
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self.gray_weights = torch.tensor(GRAY_WEIGHTS)
+        self.fill = torch.tensor(AFFINE_FILL).view(3, 1, 1)
 
     def __call__(self, frames, masks, rng):
         cfg, size = self.cfg, self.size
-        height, width = frames[0].shape[:2]
-        images = [self._resize_image(f) for f in frames]  # (3, S, S) float in [0, 1]
-        mask_t = self._resize_masks(masks)  # (T, O, S, S) float 0/1
+        height, width = masks.shape[2:] if masks.ndim == 4 and masks.shape[1] else frames[0].shape[:2]
+        flip, angle, shear = False, 0.0, 0.0
         if cfg.enabled:
             flip = rng.random() < cfg.hflip_prob
             angle = float(rng.uniform(-cfg.degrees, cfg.degrees))
             shear = float(rng.uniform(-cfg.shear, cfg.shear))
-            # Drawn at the source resolution (as the reference applies it), used after the resize.
-            forward = conjugate_by_resize(affine_matrix(angle, shear, flip, width, height), width, height, size)
-            warped_first = self._warp(mask_t[0], forward, "nearest") if masks.shape[1] else None
-            if warped_first is not None and not bool((warped_first.flatten(1) > 0.5).any(dim=1).all()):
-                # An object would vanish from frame 0: the reference then skips the affine (the
-                # flip, an earlier transform, stays).
-                forward = conjugate_by_resize(affine_matrix(0.0, 0.0, flip, width, height), width, height, size)
-            images = [self._warp(img, forward, "bilinear", fill=AFFINE_FILL) for img in images]
-            mask_t = torch.stack([self._warp(m, forward, "nearest") for m in mask_t]) if masks.shape[1] else mask_t
-            b, c, s, order = _jitter_params(rng, cfg.brightness, cfg.contrast, cfg.saturation)
-            gray = rng.random() < cfg.grayscale_prob
-            out = []
-            for img in images:
-                img = _jitter(img, b, c, s, order)
+        # Drawn at the source resolution (as the reference applies it), sampled at the output.
+        grid = sampling_grid(affine_matrix(angle, shear, flip, width, height), width, height, size)
+        flat_masks = self._flat_masks(masks)
+        indices = nearest_indices(grid, width, height)
+        num_objects = masks.shape[1] if masks.ndim == 4 else 0
+        if num_objects and (angle or shear) and not np.take(flat_masks[:num_objects], indices, axis=1).any(axis=1).all():
+            # An object would vanish from frame 0: the reference then skips the affine (the
+            # flip, an earlier transform, stays).
+            grid = sampling_grid(affine_matrix(0.0, 0.0, flip, width, height), width, height, size)
+            indices = nearest_indices(grid, width, height)
+        mask_out = np.take(flat_masks, indices, axis=1).reshape(len(frames), num_objects, size, size)
+
+        out = torch.empty(len(frames), 3, size, size)
+        jitter = _jitter_params(rng, cfg.brightness, cfg.contrast, cfg.saturation) if cfg.enabled else None
+        gray = cfg.enabled and rng.random() < cfg.grayscale_prob
+        for t, frame in enumerate(frames):
+            img = self._warp(self._resize_image(frame), grid)
+            if cfg.enabled:
+                self._jitter_(img, *jitter)
                 if gray:
-                    img = _grayscale(img).expand(3, -1, -1)
-                img = _jitter(img, *_jitter_params(rng, cfg.frame_brightness, cfg.frame_contrast, cfg.frame_saturation))
-                out.append(img)
-            images = out
-        frames_t = torch.stack([(img - self.mean) / self.std for img in images])
-        return frames_t, mask_t > 0.5
+                    img[:] = self._gray(img)
+                self._jitter_(img, *_jitter_params(rng, cfg.frame_brightness, cfg.frame_contrast, cfg.frame_saturation))
+            torch.sub(img, self.mean, out=out[t]).div_(self.std)
+        return out, torch.from_numpy(mask_out)
+
+    def _flat_masks(self, masks):
+        """(T*O, H*W + 1) uint8 with a zero column for pixels outside the source."""
+        if masks.ndim != 4 or masks.shape[1] == 0:
+            return np.zeros((0, 1), np.uint8)
+        t, o, h, w = masks.shape
+        flat = np.zeros((t * o, h * w + 1), bool)
+        flat[:, :-1] = masks.reshape(t * o, h * w)
+        return flat
 
     def _resize_image(self, frame):
-        img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255).unsqueeze(0)
+        """uint8 (H, W, 3) -> float (3, S, S) in [0, 1], resized with antialiasing in uint8."""
+        img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0)
         img = F.interpolate(img, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        return img[0].clamp_(0, 1)
+        return img[0].float().div_(255)
 
-    def _resize_masks(self, masks):
-        t, o = masks.shape[:2]
-        if o == 0:
-            return torch.zeros(t, 0, self.size, self.size)
-        m = torch.from_numpy(np.ascontiguousarray(masks)).float().reshape(t * o, 1, *masks.shape[2:])
-        m = F.interpolate(m, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
-        return (m > 0.5).float().reshape(t, o, self.size, self.size)
+    def _warp(self, img, grid):
+        # Warping (img - fill) with zero padding and adding fill back equals filling uncovered
+        # pixels with `fill` (grid_sample is linear), without a second coverage pass.
+        shifted = (img - self.fill).unsqueeze(0)
+        return F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].add_(self.fill)
 
-    def _warp(self, x, forward, mode, fill=None):
-        """x (C, S, S) warped by the forward map; uncovered pixels take `fill` (or 0)."""
-        grid = _sample_grid(forward, self.size)
-        out = F.grid_sample(x.unsqueeze(0), grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
-        if fill is not None:
-            covered = F.grid_sample(torch.ones_like(x[:1]).unsqueeze(0), grid, mode=mode, align_corners=False)[0]
-            out = out + (1 - covered) * torch.tensor(fill, dtype=out.dtype).view(-1, 1, 1)
-        return out
+    def _gray(self, img):
+        w = self.gray_weights
+        return torch.mul(img[0], w[0]).add_(img[1], alpha=float(w[1])).add_(img[2], alpha=float(w[2]))
+
+    def _jitter_(self, img, brightness, contrast, saturation, order):
+        """torchvision ColorJitter (brightness, contrast, saturation in the drawn order), in place."""
+        for op in order:
+            if op == 0 and brightness is not None:
+                img.mul_(brightness).clamp_(0, 1)
+            elif op == 1 and contrast is not None:
+                mean = _gray_mean(img, self.gray_weights)
+                img.mul_(contrast).add_(mean * (1 - contrast)).clamp_(0, 1)
+            elif op == 2 and saturation is not None:
+                gray = self._gray(img)
+                img.mul_(saturation).add_(gray.mul_(1 - saturation)).clamp_(0, 1)
