@@ -507,7 +507,7 @@ def _ratios(by_label):
 
 
 def targets(results, labels, scaling):
-    """One line per target of the issue."""
+    """One line per performance target."""
     threaded, single, control = (scaling[key] for key in SCALING_ROWS)
     return "\n".join(
         [

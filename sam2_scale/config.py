@@ -110,7 +110,3 @@ def load_config(path=None, overrides=(), schema=Config):
         return _build(schema, data, "")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-
-
-def to_dict(cfg):
-    return dataclasses.asdict(cfg)

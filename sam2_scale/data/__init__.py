@@ -1,4 +1,4 @@
-"""Input pipeline: the Batch type the objective consumes (streaming pipeline: see issue docs)."""
+"""Input pipeline: WebDataset shards to augmented, mixed image/video `Batch`es."""
 
 from .batch import Batch
 

@@ -1,6 +1,5 @@
 """Which frames and objects of a sample make a training clip, as SA-V / SA-1B training picks them."""
 
-
 from . import rle as rle_utils
 
 

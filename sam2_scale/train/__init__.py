@@ -1,1 +1,1 @@
-"""Training: optimiser and schedules (the trainer loop arrives with the trainer issue)."""
+"""Training: parameter groups, lr schedules (optim.py)."""
