@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 from report import add_run  # noqa: E402  (benchmarks/report.py; the script folder is on sys.path)
 
 from sam2_scale.data.streams import DataConfig, DatasetConfig, clip_pipeline  # noqa: E402
-from sam2_scale.data.transforms import affine_matrix  # noqa: E402
+from sam2_scale.data.transforms import affine_matrix, normalize_frames  # noqa: E402
 from sam2_scale.prep.synthetic import write_synthetic_dataset  # noqa: E402
 
 NUM_FRAMES = 8
@@ -159,7 +159,9 @@ class Ours:
 
     def next_clip(self):
         (clip,) = next(self.batches)
-        return clip
+        # Workers hand out uint8 frames; collate normalises them. Count that work here too, so
+        # all three methods end with the same normalised float frames.
+        return dict(clip, frames=normalize_frames(clip["frames"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 from sam2_scale.config import load_config
 from sam2_scale.data.mixing import MixedLoader
 from sam2_scale.data.streams import DataConfig, DatasetConfig, clip_pipeline
+from sam2_scale.data.transforms import normalize_frames
 from sam2_scale.model import build_sam2, load_checkpoint, save_checkpoint
 from sam2_scale.objective import MultiStepLoss, unroll_clip
 from sam2_scale.prep.davis import DavisSource, find_davis_items
@@ -65,7 +66,7 @@ def heldout_iou(model, shards, resolution):
     )
     ious = []
     for (clip,) in clip_pipeline(dataset, cfg):
-        frames, masks = clip["frames"], clip["masks"]  # (T, 3, S, S), (T, O, S, S)
+        frames, masks = normalize_frames(clip["frames"]), clip["masks"]  # (T, 3, S, S), (T, O, S, S)
         num_objects = masks.shape[1]
         output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
         for t in range(frames.shape[0]):

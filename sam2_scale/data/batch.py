@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .transforms import normalize_frames
+
 
 @dataclass
 class Batch:
@@ -54,13 +56,14 @@ class Batch:
 
 
 def collate_clips(clips, dataset=""):
-    """Clips of equal length (dicts from `sam2_scale.data.clips`) -> one Batch. Objects of all
-    clips are concatenated; `obj_to_frame_idx` says which clip each one belongs to."""
+    """Clips of equal length (dicts from `sam2_scale.data.clips`, uint8 frames) -> one Batch of
+    normalised frames. Objects of all clips are concatenated; `obj_to_frame_idx` says which
+    clip each one belongs to."""
     lengths = {c["frames"].shape[0] for c in clips}
     if len(lengths) != 1:
         raise ValueError(f"clips of different lengths in one batch: {sorted(lengths)}")
     (t,) = lengths
-    frames = torch.stack([c["frames"] for c in clips], dim=1)  # (T, B, 3, H, W)
+    frames = normalize_frames(torch.stack([c["frames"] for c in clips], dim=1))  # (T, B, 3, H, W)
     masks = torch.cat([c["masks"] for c in clips], dim=1)  # (T, O, H, W)
     clip_of_object = torch.cat([torch.full((c["masks"].shape[1],), b, dtype=torch.long) for b, c in enumerate(clips)])
     obj_to_frame_idx = torch.stack(

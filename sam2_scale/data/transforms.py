@@ -91,9 +91,19 @@ def _gray_mean(img, weights):
     return float(img.mean(dim=(1, 2)) @ weights)
 
 
+def normalize_frames(frames):
+    """uint8 (..., 3, H, W) -> float, normalised with the ImageNet mean and std."""
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=frames.device).view(3, 1, 1)
+    return frames.float().div_(255).sub_(mean).div_(std)
+
+
 class ClipAugment:
-    """frames: list of uint8 (H, W, 3); masks: bool (T, O, H, W) -> (T, 3, S, S) float normalised,
+    """frames: list of uint8 (H, W, 3); masks: bool (T, O, H, W) -> (T, 3, S, S) uint8,
     (T, O, S, S) bool.
+
+    Frames leave as uint8, like the reference's PIL images before `ToTensor`: four times less
+    to copy from loader workers; `normalize_frames` (in collate) makes them model input.
 
     Work happens at the output resolution on as few passes as possible: an antialiased resize
     of the uint8 frame, one bilinear warp per frame with a grid shared by the clip, masks taken
@@ -103,8 +113,6 @@ class ClipAugment:
     def __init__(self, resolution, cfg=None):
         self.size = resolution
         self.cfg = cfg or AugmentConfig()
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         self.gray_weights = torch.tensor(GRAY_WEIGHTS)
         self.fill = torch.tensor(AFFINE_FILL).view(3, 1, 1)
 
@@ -128,7 +136,7 @@ class ClipAugment:
             indices = nearest_indices(grid, width, height)
         mask_out = np.take(flat_masks, indices, axis=1).reshape(len(frames), num_objects, size, size)
 
-        out = torch.empty(len(frames), 3, size, size)
+        out = torch.empty(len(frames), 3, size, size, dtype=torch.uint8)
         jitter = _jitter_params(rng, cfg.brightness, cfg.contrast, cfg.saturation) if cfg.enabled else None
         gray = cfg.enabled and rng.random() < cfg.grayscale_prob
         for t, frame in enumerate(frames):
@@ -138,7 +146,7 @@ class ClipAugment:
                 if gray:
                     img[:] = self._gray(img)
                 self._jitter_(img, *_jitter_params(rng, cfg.frame_brightness, cfg.frame_contrast, cfg.frame_saturation))
-            torch.sub(img, self.mean, out=out[t]).div_(self.std)
+            out[t] = img.mul_(255).round_()
         return out, torch.from_numpy(mask_out)
 
     def _flat_masks(self, masks):
