@@ -33,38 +33,42 @@ def unroll_clip(model, batch, gen, cfg=None, checkpoint_correction_steps=False):
         feats = [x[:, img_ids] for x in vision_feats]
         pos = [x[:, img_ids] for x in vision_pos_embeds]
         gt = batch.masks[t].unsqueeze(1)  # (O, 1, H, W)
+        is_init_cond_frame = t in scenario.init_cond_frames
 
-        point_inputs, mask_inputs = None, None
-        kind = scenario.prompt_kind.get(t)
-        if kind == "mask":
-            mask_inputs = gt
-        elif kind == "box":
-            coords, labels = sample_box_prompt(gt, gen, cfg.box_noise, cfg.box_noise_bound)
-            point_inputs = {"point_coords": coords, "point_labels": labels}
-        elif kind == "click":
-            coords, labels = sample_click_from_error(gt, None, gen)
-            point_inputs = {"point_coords": coords, "point_labels": labels}
-
-        out = _track_frame(
-            model,
-            t,
-            t in scenario.init_cond_frames,
-            feats,
-            pos,
-            feat_sizes,
-            point_inputs,
-            mask_inputs,
-            output_dict,
-            num_frames,
-            gt,
-            cfg,
-            gen,
-            corrections=cfg.num_correction_pt_per_frame if t in scenario.frames_to_correct else 0,
-            checkpoint_correction_steps=checkpoint_correction_steps,
+        point_inputs, mask_inputs = _initial_prompt(scenario.prompt_kind.get(t), gt, cfg, gen)
+        current_out, sam_outputs, high_res_features, pix_feat_with_mem = model._track_step(
+            t, is_init_cond_frame, feats, pos, feat_sizes, point_inputs, mask_inputs, output_dict, num_frames, False, None
         )
+        steps = [(point_inputs, sam_outputs)]
+        if t in scenario.frames_to_correct:
+            for _ in range(cfg.num_correction_pt_per_frame):
+                steps.append(
+                    _correction_step(
+                        model,
+                        is_init_cond_frame,
+                        steps[-1],
+                        gt,
+                        pix_feat_with_mem,
+                        high_res_features,
+                        cfg,
+                        gen,
+                        checkpoint_correction_steps,
+                    )
+                )
+        current_out.update(
+            multistep_pred_multimasks_high_res=[out[1] for _, out in steps],
+            multistep_pred_ious=[out[2] for _, out in steps],
+            multistep_object_score_logits=[out[6] for _, out in steps],
+            multistep_point_inputs=[points for points, _ in steps],
+        )
+        # The final step is the frame's prediction, and what its memory is written from.
+        final_points, (_, _, _, low_res_masks, high_res_masks, obj_ptr, object_score_logits) = steps[-1]
+        current_out.update(pred_masks=low_res_masks, pred_masks_high_res=high_res_masks, obj_ptr=obj_ptr)
+        model._encode_memory_in_output(feats, feat_sizes, final_points, True, high_res_masks, object_score_logits, current_out)
+
         # Frames that received corrections become conditioning frames (slot-0 memories).
-        as_cond = t in scenario.init_cond_frames or (cfg.add_all_frames_to_correct_as_cond and t in scenario.frames_to_correct)
-        output_dict["cond_frame_outputs" if as_cond else "non_cond_frame_outputs"][t] = out
+        as_cond = is_init_cond_frame or (cfg.add_all_frames_to_correct_as_cond and t in scenario.frames_to_correct)
+        output_dict["cond_frame_outputs" if as_cond else "non_cond_frame_outputs"][t] = current_out
 
     by_frame = {**output_dict["cond_frame_outputs"], **output_dict["non_cond_frame_outputs"]}
     # The pointer feeds later frames only; it is dropped so that every output the loss sees
@@ -73,60 +77,34 @@ def unroll_clip(model, batch, gen, cfg=None, checkpoint_correction_steps=False):
     return frame_outputs, scenario
 
 
-def _track_frame(
-    model,
-    t,
-    is_init_cond_frame,
-    feats,
-    pos,
-    feat_sizes,
-    point_inputs,
-    mask_inputs,
-    output_dict,
-    num_frames,
-    gt,
-    cfg,
-    gen,
-    corrections,
-    checkpoint_correction_steps,
-):
-    current_out, sam_outputs, high_res_features, pix_feat_with_mem = model._track_step(
-        t, is_init_cond_frame, feats, pos, feat_sizes, point_inputs, mask_inputs, output_dict, num_frames, False, None
-    )
-    low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits = sam_outputs
-    steps = {
-        "multistep_pred_multimasks_high_res": [high_res_multimasks],
-        "multistep_pred_ious": [ious],
-        "multistep_object_score_logits": [object_score_logits],
-        "multistep_point_inputs": [point_inputs],
-    }
-    for _ in range(corrections):
-        # With a small probability, click as if nothing had been predicted (inside the GT).
-        from_gt = (
-            model.training
-            and cfg.prob_to_sample_from_gt > 0
-            and torch.rand((), generator=gen, device=gen.device).item() < cfg.prob_to_sample_from_gt
-        )
-        new_points, new_labels = sample_click_from_error(gt, None if from_gt else high_res_masks > 0, gen)
-        point_inputs = concat_points(point_inputs, new_points, new_labels)
-        # The heads re-run on the same memory-conditioned features; the previous low-res logits
-        # are the mask prompt (not detached).
-        multimask = model._use_multimask(is_init_cond_frame, point_inputs)
-        heads_args = (pix_feat_with_mem, point_inputs, low_res_masks, high_res_features, multimask)
-        if checkpoint_correction_steps and not multimask and torch.is_grad_enabled():
-            sam_outputs = checkpoint(model._forward_sam_heads, *heads_args, use_reentrant=False)
-        else:
-            sam_outputs = model._forward_sam_heads(*heads_args)
-        low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits = sam_outputs
-        steps["multistep_pred_multimasks_high_res"].append(high_res_multimasks)
-        steps["multistep_pred_ious"].append(ious)
-        steps["multistep_object_score_logits"].append(object_score_logits)
-        steps["multistep_point_inputs"].append(point_inputs)
+def _initial_prompt(kind, gt, cfg, gen):
+    """(point_inputs, mask_inputs) of an initial conditioning frame; (None, None) otherwise."""
+    if kind == "mask":
+        return None, gt
+    if kind == "box":
+        coords, labels = sample_box_prompt(gt, gen, cfg.box_noise, cfg.box_noise_bound)
+    elif kind == "click":
+        coords, labels = sample_click_from_error(gt, None, gen)
+    else:
+        return None, None
+    return {"point_coords": coords, "point_labels": labels}, None
 
-    current_out.update(steps)
-    current_out["pred_masks"] = low_res_masks
-    current_out["pred_masks_high_res"] = high_res_masks
-    current_out["obj_ptr"] = obj_ptr
-    # The memory is written from the final prediction of the frame.
-    model._encode_memory_in_output(feats, feat_sizes, point_inputs, True, high_res_masks, object_score_logits, current_out)
-    return current_out
+
+def _correction_step(model, is_init_cond_frame, previous, gt, pix_feat_with_mem, high_res_features, cfg, gen, use_checkpoint):
+    """One correction click on top of `previous` (point_inputs, sam_outputs): returns the next."""
+    point_inputs, (_, _, _, low_res_masks, high_res_masks, _, _) = previous
+    # With a small probability, click as if nothing had been predicted (inside the GT).
+    from_gt = (
+        model.training
+        and cfg.prob_to_sample_from_gt > 0
+        and torch.rand((), generator=gen, device=gen.device).item() < cfg.prob_to_sample_from_gt
+    )
+    new_points, new_labels = sample_click_from_error(gt, None if from_gt else high_res_masks > 0, gen)
+    point_inputs = concat_points(point_inputs, new_points, new_labels)
+    # The heads re-run on the same memory-conditioned features; the previous low-res logits
+    # are the mask prompt (not detached).
+    multimask = model._use_multimask(is_init_cond_frame, point_inputs)
+    heads_args = (pix_feat_with_mem, point_inputs, low_res_masks, high_res_features, multimask)
+    if use_checkpoint and not multimask and torch.is_grad_enabled():
+        return point_inputs, checkpoint(model._forward_sam_heads, *heads_args, use_reentrant=False)
+    return point_inputs, model._forward_sam_heads(*heads_args)
