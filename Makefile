@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/model_step.py --write BENCHMARKS.md
 	$(PY) benchmarks/frame_extraction.py --write BENCHMARKS.md
 	$(PY) benchmarks/input_pipeline.py --write BENCHMARKS.md
+	$(PY) benchmarks/trainer_overhead.py --write BENCHMARKS.md
+	$(PY) benchmarks/gpu_throughput.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --toy) --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -18,6 +18,8 @@ setup(
         "pycocotools",  # COCO RLE masks
         "simplejpeg",  # libjpeg-turbo: JPEG straight from YUV planes, DCT-scaled decode
         "tqdm",
+        "deepspeed",  # ZeRO strategy (pure Python install; its CPU comm op is built on first use)
+        "wandb",
     ],
     extras_require={
         # hydra-core and iopath (plus pillow and tqdm, runtime deps here) are what Meta's reference

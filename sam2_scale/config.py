@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .data.streams import DataConfig
+from .evaluation import EvalConfig
 from .objective.loss import LossConfig
 from .objective.prompts import PromptConfig
 from .train.optim import OptimConfig
@@ -30,12 +31,50 @@ class ModelConfig:
 
 
 @dataclass
+class TrainConfig:
+    out_dir: str = "runs/train"  # config.yaml, metrics.jsonl, checkpoints/, wandb/
+    strategy: str = "ddp"  # ddp | deepspeed | fsdp
+    deepspeed_config: str = "ds_configs/zero2.json"  # ZeRO stage and communication settings
+    precision: str = "bf16"  # bf16 (autocast; bf16 params under FSDP/DeepSpeed) | fp32
+    grad_accum_steps: int = 1  # global batch = batch_size x grad_accum_steps x world size
+    grad_clip: float = 0.1  # max total grad norm (0 = no clipping)
+    max_nonfinite_steps: int = 10  # stop after this many skipped (NaN/inf) steps in a row
+    ema_decay: float = 0.0  # EMA of the weights (0 = off), e.g. 0.9999
+    compile: bool = False  # torch.compile each Hiera block and memory-attention layer
+    fsdp_reshard_after_forward: bool = True
+    seed: int = 0  # weights init, dropout / drop-path, prompt simulation
+    steps_per_epoch: int = 1000  # the data loader reseeds its shard draws every epoch
+    log_every: int = 10
+    peak_tflops: float = 0.0  # per device, for MFU (0 = from the built-in table; none on CPU)
+    preempt_grace_s: float = 300.0  # after SIGUSR1/SIGTERM, force exit if the save has not finished
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1000  # optimizer steps between checkpoints (0 = only on preemption and at the end)
+    keep: int = 3  # newest complete checkpoints kept
+    dir: str = ""  # default: <train.out_dir>/checkpoints
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "sam2_scale"
+    entity: str = ""
+    name: str = ""  # default: the name of train.out_dir
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def _type_name(tp):
@@ -50,6 +89,12 @@ def _convert(value, tp, where):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(tp, value, where)
     if tp is float:
+        if isinstance(value, str):
+            # PyYAML reads 1e-4 (no dot) as a string; a float field takes it as the number it is.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -89,6 +134,23 @@ def _set_dotted(data, dotted, value):
     node[keys[-1]] = value
 
 
+# String options with a fixed set of values: (section, key) -> allowed values.
+CHOICES = {
+    ("train", "strategy"): ("ddp", "deepspeed", "fsdp"),
+    ("train", "precision"): ("bf16", "fp32"),
+    ("wandb", "mode"): ("online", "offline", "disabled"),
+    ("optim", "schedule"): ("cosine", "constant", "rsqrt"),
+    ("model", "size"): ("tiny", "small", "base_plus", "large"),
+}
+
+
+def _check_choices(cfg):
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section, None), key, None)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
 def load_config(path=None, overrides=(), schema=Config):
     """Load YAML `path` (or defaults), apply `key.sub=value` overrides, validate."""
     data = {}
@@ -107,6 +169,8 @@ def load_config(path=None, overrides=(), schema=Config):
         key, raw = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(raw))
     try:
-        return _build(schema, data, "")
+        cfg = _build(schema, data, "")
+        _check_choices(cfg)
+        return cfg
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -2,11 +2,11 @@
 
   raw SA-V / SA-1B / DAVIS-style data (synthetic) -> WebDataset shards (parallel) -> verify
   -> streaming, augmented, mixed image/video batches -> a tiny SAM 2.1 trained with the SAM 2.1
-  objective (simulated prompts, correction clicks, multi-step loss) -> IoU on held-out videos
+  objective (simulated prompts, correction clicks, multi-step loss) -> J&F on held-out videos
   before and after -> a checkpoint in Meta's format, reloaded strictly.
 
-The distributed trainer (DeepSpeed / FSDP), SLURM launchers and J&F evaluation replace the
-single-process loop and the IoU check here as they land.
+The distributed trainer (DeepSpeed / FSDP) and SLURM launchers replace the single-process loop
+here as they land.
 """
 
 import argparse
@@ -14,13 +14,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sam2_scale.config import load_config
 from sam2_scale.data.mixing import MixedLoader
-from sam2_scale.data.streams import DataConfig, DatasetConfig, clip_pipeline
-from sam2_scale.data.transforms import normalize_frames
+from sam2_scale.data.streams import DataConfig, DatasetConfig
+from sam2_scale.evaluation import EvalConfig, evaluate_vos
 from sam2_scale.model import build_sam2, load_checkpoint, save_checkpoint
 from sam2_scale.objective import MultiStepLoss, unroll_clip
 from sam2_scale.prep.davis import DavisSource, find_davis_items
@@ -53,37 +52,6 @@ def make_shards(raw, shards, workers):
             f"shards/{name}: {manifest['samples']} samples, {manifest['frames']} frames, "
             f"{manifest['num_shards']} shards, verified"
         )
-
-
-@torch.no_grad()
-def heldout_iou(model, shards, resolution):
-    """Mean IoU of first-frame-mask propagation on the held-out videos (all frames, all objects)."""
-    model.eval()
-    cfg = DataConfig(resolution=resolution, num_workers=0, shuffle_buffer=1, resampled=False)
-    cfg.augment.enabled = False
-    dataset = DatasetConfig(
-        "heldout", str(shards / "heldout/shard-*.tar"), "video", batch_size=1, num_frames=8, max_num_objects=3
-    )
-    ious = []
-    for (clip,) in clip_pipeline(dataset, cfg):
-        frames, masks = normalize_frames(clip["frames"]), clip["masks"]  # (T, 3, S, S), (T, O, S, S)
-        num_objects = masks.shape[1]
-        output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        for t in range(frames.shape[0]):
-            _, feats, pos, sizes = model._prepare_backbone_features(model.forward_image(frames[t : t + 1]))
-            feats = [x.expand(-1, num_objects, -1) for x in feats]
-            pos = [x.expand(-1, num_objects, -1) for x in pos]
-            out = model.track_step(
-                t, t == 0, feats, pos, sizes, None, masks[0][:, None] if t == 0 else None, output_dict, frames.shape[0]
-            )
-            output_dict["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = out
-            if t > 0:
-                pred = out["pred_masks_high_res"][:, 0] > 0
-                inter = (pred & masks[t]).flatten(1).sum(1).float()
-                union = (pred | masks[t]).flatten(1).sum(1).float()
-                ious += (inter / union.clamp_min(1)).tolist()
-    model.train()
-    return float(np.mean(ious))
 
 
 def main(argv=None):
@@ -133,7 +101,8 @@ def main(argv=None):
     torch.manual_seed(0)
     model = build_sam2(cfg.model.size, image_size=cfg.model.image_size, drop_path_rate=cfg.model.drop_path_rate).train()
     log(f"tiny SAM 2.1 ({sum(p.numel() for p in model.parameters()):,} parameters) at {args.resolution}px")
-    iou_before = heldout_iou(model, shards, args.resolution)
+    eval_cfg = EvalConfig(shards=str(shards / "heldout/shard-*.tar"), num_frames=8, max_num_objects=3)
+    before = evaluate_vos(model, eval_cfg)
 
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = LRScheduler(optimizer, cfg.optim)
@@ -159,8 +128,12 @@ def main(argv=None):
             )
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
-    iou_after = heldout_iou(model, shards, args.resolution)
-    log(f"held-out IoU (first-frame mask, propagated): before {iou_before:.3f} -> after {iou_after:.3f}")
+    after = evaluate_vos(model, eval_cfg)
+    log(
+        f"held-out J&F before {before['J&F']:.3f} -> after {after['J&F']:.3f} (J {before['J']:.3f} -> {after['J']:.3f}, "
+        f"F {before['F']:.3f} -> {after['F']:.3f}; first-frame mask propagated, {after['num_videos']} videos, "
+        f"{after['num_objects']} objects)"
+    )
     ckpt = save_checkpoint(model, out / "sam2.1_hiera_tiny.pt")
     reloaded = load_checkpoint(build_sam2("tiny", image_size=args.resolution), ckpt)
     same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))

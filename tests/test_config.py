@@ -38,6 +38,8 @@ def test_wrong_type_is_named(tmp_path):
 def test_ints_are_accepted_for_floats_and_overrides_apply(tmp_path):
     cfg = load_config(write(tmp_path, "optim:\n  base_lr: 1\n"), ["optim.vision_lr=2.0e-4", "model.size=large"])
     assert cfg.optim.base_lr == 1.0 and isinstance(cfg.optim.base_lr, float)
+    # PyYAML reads exponents without a dot as strings; float fields take them as numbers.
+    assert load_config(None, ["optim.base_lr=1e-4"]).optim.base_lr == 1e-4
     assert cfg.optim.vision_lr == 2e-4 and cfg.model.size == "large"
     with pytest.raises(ConfigError, match="optim.warmup: unknown|unknown key\\(s\\) warmup"):
         load_config(None, ["optim.warmup=3"])

@@ -50,6 +50,9 @@ class MixedLoader:
                     worker_init_fn=_worker_init,
                     persistent_workers=False,
                     prefetch_factor=2 if self.cfg.num_workers else None,
+                    # Its own generator: starting an iterator must not draw from the global torch
+                    # RNG, which drives dropout and is restored exactly on resume.
+                    generator=torch.Generator().manual_seed(self.cfg.seed),
                 )
             )
         return loaders

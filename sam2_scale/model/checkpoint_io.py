@@ -56,18 +56,23 @@ def load_checkpoint(model, path):
     return model
 
 
-def save_checkpoint(model, path, **extra):
-    """Write {"model": state_dict, **extra} atomically (temp file in the same folder, rename)."""
-    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def atomic_torch_save(obj, path):
+    """torch.save to a temp file in the same folder, then rename: readers never see a partial file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
     os.close(fd)
     try:
-        torch.save({"model": state_dict, **extra}, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def save_checkpoint(model, path, **extra):
+    """Write {"model": state_dict, **extra} atomically."""
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_torch_save({"model": state_dict, **extra}, path)

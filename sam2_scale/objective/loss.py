@@ -97,6 +97,8 @@ class MultiStepLoss(torch.nn.Module):
 
     def _step_terms(self, masks, target, ious, obj_logits, num_objects):
         c = self.cfg
+        # Under bf16 autocast the heads emit bf16 logits; the loss is summed over many pixels in fp32.
+        masks, ious, obj_logits = masks.float(), ious.float(), obj_logits.float()
         target = target.expand_as(masks)
         focal = focal_per_mask(masks, target, c.focal_alpha, c.focal_gamma) / num_objects  # (O, M)
         dice = dice_per_mask(masks, target) / num_objects

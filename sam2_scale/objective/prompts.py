@@ -4,7 +4,9 @@ the clicks land.
 Every random draw comes from one `torch.Generator` seeded identically on every rank. The
 scenario (mask vs points, which frames) is therefore the same on all ranks, which keeps the
 number of decoder passes — and so the collectives of sharded training — in lockstep. Clicks and
-box jitter draw the same number of values on every rank too (their count depends only on shapes).
+box jitter need one value per object and pixel, and ranks hold different numbers of objects:
+they draw from a generator forked off the shared one with a single draw, so the shared stream
+advances by the same amount on every rank.
 """
 
 from dataclasses import dataclass, field
@@ -50,6 +52,12 @@ def _uniform(gen):
 def _randint(low, high, gen):
     """Uniform integer in [low, high]."""
     return int(torch.randint(low, high + 1, (), generator=gen, device=gen.device).item())
+
+
+def _fork(gen):
+    """A generator seeded by one draw of `gen`."""
+    seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device).item())
+    return torch.Generator(device=gen.device).manual_seed(seed)
 
 
 def _choice(options, k, gen):
@@ -117,7 +125,8 @@ def sample_box_prompt(gt_masks, gen, noise=0.1, noise_bound=20.0):
         bound = torch.tensor(float(noise_bound), device=box.device)
         max_dx = torch.minimum((box[:, 2] - box[:, 0]) * noise, bound)
         max_dy = torch.minimum((box[:, 3] - box[:, 1]) * noise, bound)
-        jitter = 2 * torch.rand(b, 4, generator=gen, device=gen.device).to(box.device) - 1
+        local = _fork(gen)
+        jitter = 2 * torch.rand(b, 4, generator=local, device=local.device).to(box.device) - 1
         box = box + jitter * torch.stack([max_dx, max_dy, max_dx, max_dy], dim=-1)
         upper = torch.tensor([w - 1, h - 1, w - 1, h - 1], dtype=box.dtype, device=box.device)
         box = torch.minimum(box.clamp_min(0), upper)
@@ -143,7 +152,8 @@ def sample_click_from_error(gt_masks, pred_masks, gen):
     negative_region = false_pos | (perfect[:, None, None, None] & ~gt_masks)
     region = (false_neg | negative_region).flatten(1)
     # Uniform among region pixels: the argmax of i.i.d. uniform scores restricted to the region.
-    scores = torch.rand(b, h * w, generator=gen, device=gen.device).to(gt_masks.device)
+    local = _fork(gen)
+    scores = torch.rand(b, h * w, generator=local, device=local.device).to(gt_masks.device)
     index = torch.where(region, scores, -1.0).argmax(dim=1)
     labels = false_neg.flatten(1).gather(1, index[:, None]).to(torch.int32)
     points = torch.stack([index % w, torch.div(index, w, rounding_mode="floor")], dim=-1).float()

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Stage 1, images only: SA-1B, one task per GPU. Submit from the repository root:
+#
+#   sbatch launch/pretrain_sa1b.sh
+#   sbatch --nodes=2 launch/pretrain_sa1b.sh optim.total_steps=20000
+#   CONFIG=configs/my.yaml OUT_DIR=/checkpoints/run1 WANDB_MODE=offline sbatch launch/pretrain_sa1b.sh
+#
+# Preemption and the time limit send SIGUSR1: the run checkpoints, exits 75, and the job is
+# requeued; the requeued job resumes from that checkpoint. Settings: see launch/common.sh.
+#SBATCH --job-name=sam2-pretrain-sa1b
+#SBATCH --nodes=8
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=12
+#SBATCH --mem=0
+#SBATCH --time=48:00:00
+#SBATCH --signal=B:USR1@180
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=%x-%j.out
+set -euo pipefail
+CONFIG=${CONFIG:-configs/sa1b_pretrain.yaml}
+# shellcheck source=launch/common.sh
+source "${SLURM_SUBMIT_DIR:-.}/launch/common.sh"
+run_training "$@"

@@ -1,0 +1,65 @@
+"""DistributedDataParallel: every rank holds the whole model and optimizer (the baseline)."""
+
+import contextlib
+import math
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .engine import Engine, TrainingStep, autocast_dtype, load_dcp, make_optimizer, plain_tensor_bytes, save_dcp
+
+
+class DDPEngine(Engine):
+    name = "ddp"
+
+    def __init__(self, model, cfg, dist_info):
+        super().__init__(cfg, dist_info)
+        self.train_step = TrainingStep(model, cfg.prompts, cfg.loss, autocast_dtype(cfg))
+        # Image steps leave the memory modules unused and mask prompts the prompt encoder:
+        # the reducer has to look for unused parameters every step.
+        self.ddp = DistributedDataParallel(
+            self.train_step,
+            device_ids=[dist_info.device.index] if dist_info.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+        self.optimizer, self.scheduler = make_optimizer(model, cfg)
+        self._make_ema()
+
+    def train_micro_batch(self, batch, prompt_gen, is_last_micro):
+        sync = contextlib.nullcontext() if is_last_micro else self.ddp.no_sync()
+        with sync:
+            losses = self.ddp(batch, prompt_gen)
+            (losses["core_loss"] / self.accum).backward()
+        return losses
+
+    def step(self):
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.train.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip))
+        else:
+            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.after_step(grad_norm)
+
+    def named_grads(self):
+        return [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
+
+    def save(self, folder):
+        save_dcp(self, folder)
+
+    def load(self, folder):
+        load_dcp(self, folder)
+
+    def full_state_dict(self, ema=False):
+        if not self.dist.is_main:
+            return {}
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        if ema:
+            state.update({k: v.cpu().clone() for k, v in self.ema.state_dict().items()})
+        return state
+
+    def optimizer_state_bytes(self):
+        return plain_tensor_bytes(self.optimizer.state_dict()["state"])

@@ -1,0 +1,248 @@
+"""The one interface the training loop sees of a parallelism strategy.
+
+    engine.train_micro_batch(batch, prompt_gen, is_last_micro)  -> losses (forward + backward)
+    engine.step()                    -> total grad norm; the step is skipped if it is not finite
+    engine.grad_norms()              -> grad norm per top-level module (call before step)
+    engine.save(folder) / load(folder)                  sharded, collective
+    engine.full_state_dict(ema=False)                   consolidated on rank 0, collective
+    engine.optimizer_state_bytes()                      this rank's share
+
+`ddp.py`, `fsdp.py` and `deepspeed_engine.py` implement it; `build_engine` picks one.
+"""
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.nn as nn
+from torch.distributed.checkpoint import DefaultLoadPlanner
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from ..objective import MultiStepLoss, unroll_clip
+from .optim import LRScheduler, apply_freezing, build_optimizer, param_rules
+
+# Grad norms are reported per top-level module of SAM2Base; anything else is "other".
+TOP_LEVEL_MODULES = (
+    "image_encoder",
+    "memory_attention",
+    "memory_encoder",
+    "sam_prompt_encoder",
+    "sam_mask_decoder",
+    "obj_ptr_proj",
+    "obj_ptr_tpos_proj",
+)
+
+
+def module_of(param_name):
+    top = param_name.split(".", 1)[0]
+    return top if top in TOP_LEVEL_MODULES else "other"
+
+
+class TrainingStep(nn.Module):
+    """SAM 2.1 and its objective as one module, so that the strategies' forward hooks (DDP's
+    reducer, FSDP's unshard, DeepSpeed's engine) wrap the whole clip unroll."""
+
+    def __init__(self, model, prompt_cfg, loss_cfg, autocast_dtype=None):
+        super().__init__()
+        self.model = model
+        self.prompt_cfg = prompt_cfg
+        self.loss_fn = MultiStepLoss(loss_cfg)
+        self.autocast_dtype = autocast_dtype
+
+    def forward(self, batch, prompt_gen):
+        device_type = batch.frames.device.type
+        with torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+            outputs, _ = unroll_clip(
+                self.model, batch, prompt_gen, self.prompt_cfg, checkpoint_correction_steps=self.model_checkpointing
+            )
+        losses = self.loss_fn(outputs, batch.masks)
+        if not losses["core_loss"].requires_grad:
+            # Every frame was mask-prompted, so nothing depends on the weights. The backward (and
+            # its collectives) must still run on every rank: tie a zero to one root parameter.
+            anchors = [p for p in self.model.parameters(recurse=False) if p.requires_grad]
+            if not anchors:
+                raise RuntimeError("a batch without gradient and no trainable root parameter to carry a zero one")
+            losses["core_loss"] = losses["core_loss"].detach() + 0.0 * anchors[0].sum()
+        return losses
+
+    @property
+    def model_checkpointing(self):
+        return bool(self.model.memory_attention.activation_checkpointing)
+
+
+class EMA:
+    """Exponential moving average of the trainable weights, held like the weights themselves
+    (sharded DTensors under FSDP, replicated elsewhere), in fp32."""
+
+    def __init__(self, named_params, decay):
+        self.decay = decay
+        self.params = dict(named_params)
+        self.shadow = {name: p.detach().float().clone() for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def update(self):
+        names = list(self.shadow)
+        shadow = [self.shadow[n] for n in names]
+        current = [self.params[n].detach().float() for n in names]
+        torch._foreach_lerp_(shadow, current, 1.0 - self.decay)
+
+    def state_dict(self):
+        return self.shadow
+
+    def load_state_dict(self, state):
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
+
+
+class Engine:
+    """Shared behaviour; subclasses set `self.train_step`, `self.optimizer`, `self.scheduler` and
+    implement the strategy-specific parts."""
+
+    name = "base"
+
+    def __init__(self, cfg, dist_info):
+        self.cfg = cfg
+        self.dist = dist_info
+        self.accum = cfg.train.grad_accum_steps
+        self.ema = None
+        self.nonfinite_steps = 0
+
+    @property
+    def model(self):
+        """The bare SAM2Base (its parameters may be shards)."""
+        return self.train_step.model
+
+    def _make_ema(self):
+        if self.cfg.train.ema_decay > 0:
+            self.ema = EMA([(n, p) for n, p in self.model.named_parameters() if p.requires_grad], self.cfg.train.ema_decay)
+
+    def after_step(self, grad_norm):
+        """Book-keeping shared by the strategies once the optimizer step has run (or been skipped)."""
+        if math.isfinite(grad_norm):
+            if self.ema is not None:
+                self.ema.update()
+            self.nonfinite_steps = 0
+        else:
+            self.nonfinite_steps += 1
+        return grad_norm
+
+    # --- to implement --------------------------------------------------------------------
+    def train_micro_batch(self, batch, prompt_gen, is_last_micro):
+        raise NotImplementedError
+
+    def step(self):
+        raise NotImplementedError
+
+    def named_grads(self):
+        """(name, this rank's gradient tensor or shard) for every parameter with a gradient."""
+        raise NotImplementedError
+
+    def grads_are_sharded(self):
+        return False
+
+    def save(self, folder):
+        raise NotImplementedError
+
+    def load(self, folder):
+        raise NotImplementedError
+
+    def full_state_dict(self, ema=False):
+        raise NotImplementedError
+
+    def optimizer_state_bytes(self):
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------------
+    @torch.no_grad()
+    def grad_norms(self):
+        """L2 norm of the gradient of each top-level module and in total (identical on all ranks)."""
+        names = list(TOP_LEVEL_MODULES) + ["other"]
+        sq = torch.zeros(len(names), dtype=torch.float64, device=self.dist.device)
+        for name, grad in self.named_grads():
+            sq[names.index(module_of(name))] += grad.double().pow(2).sum()
+        if self.grads_are_sharded():
+            dist.all_reduce(sq)
+        norms = {name: math.sqrt(v) for name, v in zip(names, sq.tolist()) if v > 0}
+        norms["total"] = math.sqrt(sum(sq.tolist()))
+        return norms
+
+    def ema_state_dict(self):
+        return self.ema.state_dict() if self.ema is not None else {}
+
+
+def prepare_model(model, cfg):
+    """Freezing before any wrapper: DDP and FSDP read `requires_grad` when they wrap."""
+    apply_freezing(model, param_rules(model, cfg.optim))
+    return model
+
+
+def make_optimizer(model, cfg):
+    optimizer = build_optimizer(model, cfg.optim)
+    return optimizer, LRScheduler(optimizer, cfg.optim)
+
+
+def autocast_dtype(cfg):
+    return torch.bfloat16 if cfg.train.precision == "bf16" else None
+
+
+def build_engine(model, cfg, dist_info):
+    """Wrap `model` (a SAM2Base on its device, weights initialised) for `cfg.train.strategy`."""
+    prepare_model(model, cfg)
+    strategy = cfg.train.strategy
+    if strategy == "ddp":
+        from .ddp import DDPEngine
+
+        return DDPEngine(model, cfg, dist_info)
+    if strategy == "fsdp":
+        from .fsdp import FSDPEngine
+
+        return FSDPEngine(model, cfg, dist_info)
+    if strategy == "deepspeed":
+        from .deepspeed_engine import DeepSpeedEngine
+
+        return DeepSpeedEngine(model, cfg, dist_info)
+    raise ValueError(f"unknown train.strategy {strategy!r} (ddp, deepspeed, fsdp)")
+
+
+def _dcp_state(engine):
+    model_state, optim_state = get_state_dict(engine.model, engine.optimizer)
+    return {
+        "model": model_state,
+        "optim": optim_state,
+        "ema": engine.ema_state_dict(),
+        "scheduler": engine.scheduler.state_dict(),
+    }
+
+
+def save_dcp(engine, folder):
+    """Model, optimizer, schedule and EMA as torch.distributed.checkpoint shards (ddp, fsdp)."""
+    dcp.save(_dcp_state(engine), checkpoint_id=folder)
+
+
+def load_dcp(engine, folder):
+    # Building the target state creates AdamW state for every parameter; a parameter that had not
+    # had a gradient yet when the checkpoint was written has none in it, and must have none after.
+    saved_keys = set(dcp.FileSystemReader(folder).read_metadata().state_dict_metadata)
+    state = _dcp_state(engine)
+    dcp.load(state, checkpoint_id=folder, planner=DefaultLoadPlanner(allow_partial_load=True))
+    set_state_dict(engine.model, engine.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    for name, param in engine.model.named_parameters():
+        if f"optim.state.{name}.step" not in saved_keys:
+            engine.optimizer.state.pop(param, None)
+    engine.scheduler.load_state_dict(state["scheduler"])
+    if engine.ema is not None:
+        engine.ema.load_state_dict(state["ema"])
+
+
+def plain_tensor_bytes(state):
+    """Bytes of the tensors in a (nested) optimizer state, counting only this rank's shards."""
+    total = 0
+    if isinstance(state, dict):
+        return sum(plain_tensor_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(plain_tensor_bytes(v) for v in state)
+    if isinstance(state, torch.Tensor):
+        local = state.to_local() if hasattr(state, "to_local") else state
+        total += local.numel() * local.element_size()
+    return total

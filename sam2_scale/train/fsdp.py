@@ -1,0 +1,99 @@
+"""FSDP2 (`fully_shard`): parameters, gradients and optimizer state sharded over ranks.
+
+Units: each Hiera block, each memory-attention layer (the repeated blocks whose weights and
+activations dominate) and the root, which holds everything else. Under bf16 the unsharded
+parameters are bf16 while gradients are reduced in fp32.
+"""
+
+import math
+
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from .engine import Engine, TrainingStep, autocast_dtype, load_dcp, make_optimizer, plain_tensor_bytes, save_dcp
+
+
+def repeated_blocks(model):
+    return list(model.image_encoder.trunk.blocks) + list(model.memory_attention.layers)
+
+
+def _layer_norm_input_to_weight_dtype(module, args):
+    x = args[0]
+    return (x.to(module.weight.dtype),) + tuple(args[1:]) if x.dtype != module.weight.dtype else None
+
+
+def match_layer_norm_dtypes(model):
+    """CUDA autocast runs layer_norm in fp32 whatever its inputs; CPU autocast leaves it alone and
+    rejects an fp32 input (position encodings are fp32 buffers) with bf16 weights."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm) and module.weight is not None:
+            module.register_forward_pre_hook(_layer_norm_input_to_weight_dtype)
+
+
+class FSDPEngine(Engine):
+    name = "fsdp"
+
+    def __init__(self, model, cfg, dist_info):
+        super().__init__(cfg, dist_info)
+        self.train_step = TrainingStep(model, cfg.prompts, cfg.loss, autocast_dtype(cfg))
+        mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
+        dtype = autocast_dtype(cfg)
+        policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
+        options = dict(mesh=mesh, mp_policy=policy, reshard_after_forward=cfg.train.fsdp_reshard_after_forward)
+        if dtype is not None and dist_info.device.type == "cpu":
+            match_layer_norm_dtypes(model)
+        for block in repeated_blocks(model):
+            fully_shard(block, **options)
+        fully_shard(self.train_step, **options)
+        self.optimizer, self.scheduler = make_optimizer(model, cfg)
+        self._make_ema()
+
+    def train_micro_batch(self, batch, prompt_gen, is_last_micro):
+        # Every micro-batch reduce-scatters and the shards accumulate (as ZeRO-2 does). Skipping
+        # the sync until the last one keeps unsharded gradients, and torch 2.13's FSDP2 then
+        # fails on units a micro-batch left unused (memory attention on image batches) under bf16.
+        losses = self.train_step(batch, prompt_gen)
+        (losses["core_loss"] / self.accum).backward()
+        return losses
+
+    def step(self):
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
+        total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = float(total.full_tensor() if isinstance(total, DTensor) else total)
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.after_step(grad_norm)
+
+    def named_grads(self):
+        return [
+            (n, p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad)
+            for n, p in self.model.named_parameters()
+            if p.grad is not None
+        ]
+
+    def grads_are_sharded(self):
+        return True
+
+    def save(self, folder):
+        save_dcp(self, folder)
+
+    def load(self, folder):
+        load_dcp(self, folder)
+
+    def full_state_dict(self, ema=False):
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(self.model, options=options)
+        if ema:
+            # Every rank takes part in gathering each tensor; rank 0 keeps the result.
+            full = {k: (v.full_tensor() if isinstance(v, DTensor) else v).cpu() for k, v in self.ema.state_dict().items()}
+            state.update(full)
+        return state if self.dist.is_main else {}
+
+    def optimizer_state_bytes(self):
+        return plain_tensor_bytes(self.optimizer.state_dict()["state"])

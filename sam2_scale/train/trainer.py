@@ -1,0 +1,282 @@
+"""The SAM 2.1 training loop, top to bottom. Parallelism lives behind `Engine` (ddp, deepspeed,
+fsdp); this file never branches on the strategy.
+
+    python -m sam2_scale.train --config configs/X.yaml [key.sub=value ...] [--resume auto|none|DIR]
+
+Runs as a single process, under torchrun, or under srun with one task per device. Exit codes:
+0 done, 75 preempted (checkpoint written: requeue), 76 forced exit after a stop signal,
+77 too many non-finite steps in a row.
+"""
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from ..config import load_config
+from ..data.mixing import MixedLoader
+from ..evaluation import evaluate_vos
+from ..model import build_sam2, load_checkpoint
+from .checkpoint import Checkpointer, atomic_write_text, rng_state, set_rng_state
+from .distributed import all_reduce_max, all_reduce_sum, init_distributed
+from .engine import build_engine
+from .fsdp import repeated_blocks
+from .metrics import MetricsSink, count_flops, format_line, peak_flops, peak_memory_bytes
+from .preemption import EXIT_NONFINITE, EXIT_PREEMPTED, Preemption
+
+
+def log(message, dist_info):
+    if dist_info.is_main:
+        print(f"[train] {message}", flush=True)
+
+
+def build_model(cfg, device):
+    model = build_sam2(
+        cfg.model.size,
+        image_size=cfg.model.image_size,
+        drop_path_rate=cfg.model.drop_path_rate,
+        activation_checkpointing=cfg.model.activation_checkpointing,
+        device=device,
+    )
+    if cfg.model.init_checkpoint:
+        load_checkpoint(model, cfg.model.init_checkpoint)
+    if cfg.train.compile:
+        for block in repeated_blocks(model):
+            block.compile()
+    return model.train()
+
+
+class Evaluator:
+    """J&F on held-out video shards, on rank 0, with consolidated (EMA when on) weights."""
+
+    def __init__(self, cfg, dist_info):
+        self.cfg, self.dist = cfg, dist_info
+        self.model = None
+
+    def __call__(self, engine):
+        weights = engine.full_state_dict(ema=engine.ema is not None)  # collective
+        scores = {}
+        if self.dist.is_main:
+            if self.model is None:
+                self.model = build_sam2(self.cfg.model.size, image_size=self.cfg.model.image_size, device=self.dist.device)
+            self.model.load_state_dict(weights)
+            dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
+            result = evaluate_vos(self.model, self.cfg.eval, device=self.dist.device, autocast_dtype=dtype)
+            scores = {f"eval/{k}": v for k, v in result.items()}
+        dist.barrier()
+        return scores
+
+
+def train(cfg, resume="auto"):
+    dist_info = init_distributed()
+    device, rank, world = dist_info.device, dist_info.rank, dist_info.world_size
+    out = Path(cfg.train.out_dir)
+    accum, total_steps = cfg.train.grad_accum_steps, cfg.optim.total_steps
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    preemption = Preemption(cfg.train.preempt_grace_s)
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = build_model(cfg, device)
+    torch.manual_seed(cfg.train.seed + 1 + rank)  # dropout and drop-path differ per rank
+    engine = build_engine(model, cfg, dist_info)
+    prompt_gen = torch.Generator(device=device).manual_seed(cfg.train.seed)  # the same on every rank
+    loader = MixedLoader(cfg.data, steps_per_epoch=cfg.train.steps_per_epoch * accum)
+    checkpointer = Checkpointer(cfg.checkpoint.dir or out / "checkpoints", cfg.checkpoint.keep, dist_info)
+
+    start_step, run_id = 0, None
+    resume_from = checkpointer.resolve(resume)
+    if resume_from is not None:
+        meta, trainer_state = checkpointer.load(resume_from, engine)
+        loader.load_state_dict(trainer_state["loader"])
+        set_rng_state(trainer_state["rng"], prompt_gen)
+        start_step, run_id = meta["step"], meta.get("wandb_run_id")
+        log(f"resumed from {resume_from} at step {start_step}", dist_info)
+    sink = MetricsSink(cfg, out, dist_info.is_main, run_id=run_id)
+    if dist_info.is_main:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(cfg), sort_keys=False))
+
+    num_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"SAM 2.1 {cfg.model.size} ({num_params:,} parameters) at {cfg.model.image_size}px, strategy {engine.name}, "
+        f"{world} rank(s) on {device.type}, precision {cfg.train.precision}",
+        dist_info,
+    )
+    for d in cfg.data.datasets:
+        log(
+            f"global batch of {d.name}: {d.batch_size} clips x {accum} accumulation x {world} ranks = "
+            f"{d.batch_size * accum * world} clips of {d.num_frames} frames",
+            dist_info,
+        )
+    peak = peak_flops(device, cfg.train.peak_tflops)
+    flops_per_dataset = {}  # FLOPs of one micro-batch on this rank, counted once per dataset
+    evaluator = Evaluator(cfg, dist_info) if cfg.eval.shards else None
+
+    data_iter = _forever(loader)
+    window = _Window()
+    exit_code = 0
+    step = start_step
+    while step < total_steps:
+        step_start = time.perf_counter()
+        step_flops, clips, frames = 0.0, 0, 0
+        for micro in range(accum):
+            wait_start = time.perf_counter()
+            batch = next(data_iter).to(device)
+            window.data_wait += time.perf_counter() - wait_start
+            name = batch.metadata["dataset"]
+            run_micro = lambda: engine.train_micro_batch(batch, prompt_gen, micro == accum - 1)  # noqa: B023
+            if peak is not None and name not in flops_per_dataset:
+                losses, flops_per_dataset[name] = count_flops(run_micro)
+            else:
+                losses = run_micro()
+            step_flops += flops_per_dataset.get(name, 0.0)
+            clips += batch.frames.shape[1]
+            frames += batch.frames.shape[0] * batch.frames.shape[1]
+            window.add_losses(losses, is_video=batch.num_frames > 1)
+        log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == total_steps
+        grad_norms = engine.grad_norms() if log_now else {}
+        grad_norm = engine.step()
+        step += 1
+        step_time = time.perf_counter() - step_start
+        window.add_step(step_time, clips * world, frames * world, step_flops, grad_norm)
+
+        if engine.nonfinite_steps:
+            log(f"step {step}: non-finite gradient norm ({grad_norm}); update skipped", dist_info)
+            if engine.nonfinite_steps >= cfg.train.max_nonfinite_steps:
+                log(
+                    f"stopping: {engine.nonfinite_steps} non-finite steps in a row (train.max_nonfinite_steps). "
+                    "Lower the learning rate or check the data; the last checkpoint is intact.",
+                    dist_info,
+                )
+                exit_code = EXIT_NONFINITE
+                break
+
+        if log_now:
+            metrics = window.summary(engine, loader, device, world, peak)
+            metrics.update({f"grad_norm/{k}": v for k, v in grad_norms.items() if k != "total"})
+            sink.log(step, metrics, format_line(step, total_steps, metrics))
+            window = _Window()
+        if evaluator and cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
+            sink.log(step, evaluator(engine), line=None)
+
+        stop, save_now = preemption.poll(device)
+        periodic = cfg.checkpoint.every and step % cfg.checkpoint.every == 0
+        if stop or save_now or periodic or step == total_steps:
+            state = {"loader": loader.state_dict(), "rng": rng_state(prompt_gen)}
+            path = checkpointer.save(
+                step, engine, state, {"strategy": engine.name, "wandb_run_id": sink.run_id, "config": _plain(cfg)}
+            )
+            log(f"checkpoint {path}", dist_info)
+        if stop:
+            log(
+                f"stopped by {preemption.stop_signal or 'a signal on another rank'} at step {step}; exit {EXIT_PREEMPTED}",
+                dist_info,
+            )
+            exit_code = EXIT_PREEMPTED
+            break
+
+    if exit_code == 0 and evaluator:
+        scores = evaluator(engine)
+        sink.log(step, scores, line=f"[train] held-out {scores}" if scores else None)
+    preemption.disarm()
+    sink.finish()
+    dist.barrier()
+    dist.destroy_process_group()
+    return exit_code
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def _plain(cfg):
+    return dataclasses.asdict(cfg)
+
+
+class _Window:
+    """Sums over the steps since the last log line."""
+
+    LOSS_KEYS = {"core_loss": "core", "loss_mask": "mask", "loss_dice": "dice", "loss_iou": "iou", "loss_class": "class"}
+
+    def __init__(self):
+        self.losses, self.micro_batches = {}, 0
+        self.steps, self.time, self.clips, self.frames, self.flops = 0, 0.0, 0, 0, 0.0
+        self.data_wait, self.image_steps, self.video_steps = 0.0, 0, 0
+        self.grad_norm = 0.0
+
+    def add_losses(self, losses, is_video):
+        for key, short in self.LOSS_KEYS.items():
+            value = losses[key].detach().float()
+            self.losses[short] = self.losses.get(short, 0.0) + value
+        self.micro_batches += 1
+        self.video_steps += is_video
+        self.image_steps += not is_video
+
+    def add_step(self, step_time, clips, frames, flops, grad_norm):
+        self.steps += 1
+        self.time += step_time
+        self.clips += clips
+        self.frames += frames
+        self.flops += flops
+        self.grad_norm = grad_norm
+
+    def summary(self, engine, loader, device, world, peak):
+        """Collective: data wait mean / max and skipped samples are gathered from every rank."""
+        wait_sum, skipped = all_reduce_sum([self.data_wait, loader.skipped], device)
+        (wait_max,) = all_reduce_max([self.data_wait], device)
+        m = {f"loss/{k}": float(v) / self.micro_batches for k, v in self.losses.items()}
+        for group in engine.optimizer.param_groups:
+            key = f"lr/{group.get('lr_group', 'base')}"
+            m[key] = max(m.get(key, 0.0), group["lr"])
+        step_time = self.time / self.steps
+        m.update(
+            {
+                "grad_norm/total": self.grad_norm,
+                "throughput/clips_per_s": self.clips / self.time,
+                "throughput/frames_per_s": self.frames / self.time,
+                "throughput/clips_per_s_per_device": self.clips / self.time / world,
+                "throughput/frames_per_s_per_device": self.frames / self.time / world,
+                "time/step_s": step_time,
+                "time/data_wait_mean_s": wait_sum / world / self.steps,
+                "time/data_wait_max_s": wait_max / self.steps,
+                "memory/peak_gib": peak_memory_bytes(device) / 2**30,
+                "steps/image": self.image_steps,
+                "steps/video": self.video_steps,
+                "steps/nonfinite_in_a_row": engine.nonfinite_steps,
+                "data/skipped_samples": skipped,
+            }
+        )
+        if peak and self.flops:
+            m["mfu"] = self.flops / self.time / peak
+        return m
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m sam2_scale.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="YAML config (see configs/); default: built-in defaults")
+    parser.add_argument(
+        "--resume",
+        default="auto",
+        help="auto: continue from the newest complete checkpoint of the run if there is one (default); "
+        "none: start fresh; or a checkpoint folder",
+    )
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.strategy=fsdp optim.base_lr=1e-4")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.data.datasets:
+        parser.error("the config has no data.datasets")
+    code = train(cfg, resume=args.resume)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
