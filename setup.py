@@ -20,6 +20,7 @@ setup(
         "tqdm",
         "deepspeed",  # ZeRO strategy (pure Python install; its CPU comm op is built on first use)
         "wandb",
+        "matplotlib",  # the demo's training plot
     ],
     extras_require={
         # hydra-core and iopath (plus pillow and tqdm, runtime deps here) are what Meta's reference

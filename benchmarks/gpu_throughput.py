@@ -42,6 +42,7 @@ def worker(args):
     from sam2_scale.train.metrics import count_flops, peak_flops, peak_memory_bytes
 
     info = init_distributed()
+    torch.set_flush_denormal(True)  # as the trainer does on CPU
     cfg = load_config(
         None,
         [

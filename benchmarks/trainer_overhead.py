@@ -82,6 +82,7 @@ def bare_loop(config_path, warmup):
     from sam2_scale.train.optim import LRScheduler, build_optimizer
 
     cfg = load_config(config_path)
+    torch.set_flush_denormal(True)  # as the trainer does on CPU
     torch.manual_seed(cfg.train.seed)
     model = build_sam2("tiny", image_size=cfg.model.image_size, drop_path_rate=cfg.model.drop_path_rate).train()
     torch.manual_seed(cfg.train.seed + 1)
@@ -121,10 +122,11 @@ def trainer_run(config_path, out_dir, env):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=16, help="steps per run (default 16)")
     parser.add_argument("--warmup", type=int, default=4, help="steps left out of the mean (default 4)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every loop (default 2)")
     parser.add_argument("--write", help="append the results to this Markdown file (BENCHMARKS.md)")
     parser.add_argument("--bare", help=argparse.SUPPRESS)  # child process: the baseline loop
     args = parser.parse_args()
@@ -140,40 +142,49 @@ def main():
         env["TMPDIR"] = tmp
         make_shards(root)
         load_start = os.getloadavg()[0]
-        bare_cfg = config(root, args, root / "bare")
-        proc = run([sys.executable, __file__, "--bare", str(bare_cfg), f"--warmup={args.warmup}"], env)
-        bare = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
-        rows = [f"| bare loop (baseline) | {bare['step_s']:.3f} | 1.00× | {bare['rss_gib']:.2f} | 1.00× |"]
-        results = {}
-        for name, train in (
-            ("trainer, ddp", {"strategy": "ddp"}),
-            ("trainer, fsdp", {"strategy": "fsdp"}),
-            ("trainer, deepspeed ZeRO-2", {"strategy": "deepspeed"}),
-            ("trainer, ddp, activation checkpointing", {"strategy": "ddp"}),
-        ):
-            out_dir = root / name.replace(" ", "_").replace(",", "")
-            cfg_path = config(root, args, out_dir, **train)
-            if "checkpointing" in name:
-                text = yaml.safe_load(cfg_path.read_text())
-                text["model"]["activation_checkpointing"] = True
-                cfg_path.write_text(yaml.safe_dump(text))
-            r = results[name] = trainer_run(cfg_path, out_dir, env)
-            rows.append(
-                f"| {name} | {r['step_s']:.3f} | {r['step_s'] / bare['step_s']:.3f}× | {r['rss_gib']:.2f} | "
-                f"{r['rss_gib'] / bare['rss_gib']:.2f}× |"
+        loops = {
+            "trainer, ddp": {"strategy": "ddp"},
+            "trainer, fsdp": {"strategy": "fsdp"},
+            "trainer, deepspeed ZeRO-2": {"strategy": "deepspeed"},
+            "trainer, ddp, activation checkpointing": {"strategy": "ddp"},
+        }
+        samples = {"bare loop (baseline)": [], **{name: [] for name in loops}}
+        # Repeats interleave the loops, so a slow phase of the machine hits all of them alike.
+        for repeat in range(args.repeats):
+            bare_cfg = config(root, args, root / f"bare{repeat}")
+            proc = run([sys.executable, __file__, "--bare", str(bare_cfg), f"--warmup={args.warmup}"], env)
+            samples["bare loop (baseline)"].append(
+                json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
             )
-            print(rows[-1], flush=True)
+            for name, train in loops.items():
+                out_dir = root / f"{name.replace(' ', '_').replace(',', '')}{repeat}"
+                cfg_path = config(root, args, out_dir, **train)
+                if "checkpointing" in name:
+                    text = yaml.safe_load(cfg_path.read_text())
+                    text["model"]["activation_checkpointing"] = True
+                    cfg_path.write_text(yaml.safe_dump(text))
+                samples[name].append(trainer_run(cfg_path, out_dir, env))
+                print(name, repeat, samples[name][-1], flush=True)
+        mean = {name: {k: sum(r[k] for r in runs) / len(runs) for k in ("step_s", "rss_gib")} for name, runs in samples.items()}
+        bare = mean["bare loop (baseline)"]
+        rows = []
+        for name, r in mean.items():
+            spread = max(x["step_s"] for x in samples[name]) / min(x["step_s"] for x in samples[name])
+            rows.append(
+                f"| {name} | {r['step_s']:.3f} (max/min {spread:.2f}) | {r['step_s'] / bare['step_s']:.3f}× | "
+                f"{r['rss_gib']:.2f} | {r['rss_gib'] / bare['rss_gib']:.2f}× |"
+            )
         load_end = os.getloadavg()[0]
     title = (
         f"### tiny, {args.image_size}², {args.frames}-frame clips, 1 process, fp32, cpu — {datetime.date.today().isoformat()} "
         f"({platform.machine()}, {os.cpu_count()} cores, load average {load_start:.1f} at start, {load_end:.1f} at end, "
-        f"torch {torch.__version__}; mean of steps {args.warmup + 1}-{args.steps})"
+        f"torch {torch.__version__}; mean of steps {args.warmup + 1}-{args.steps} over {args.repeats} interleaved repeats)"
     )
     table = "\n".join(
         [
             title,
             "",
-            "| loop | s/step | time vs bare | peak RSS GiB | RSS vs bare |",
+            "| loop | s/step (spread over repeats) | time vs bare | peak RSS GiB | RSS vs bare |",
             "|---|---|---|---|---|",
             *rows,
         ]

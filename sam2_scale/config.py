@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .data.streams import DataConfig
-from .evaluation import EvalConfig
+from .eval import EvalConfig
 from .objective.loss import LossConfig
 from .objective.prompts import PromptConfig
 from .train.optim import OptimConfig

@@ -1,57 +1,87 @@
-"""`make demo`: the pipeline as far as it exists, end to end on CPU, on built-in synthetic data.
+"""`make demo`: the whole pipeline on a laptop, with the tools a cluster run uses.
 
-  raw SA-V / SA-1B / DAVIS-style data (synthetic) -> WebDataset shards (parallel) -> verify
-  -> streaming, augmented, mixed image/video batches -> a tiny SAM 2.1 trained with the SAM 2.1
-  objective (simulated prompts, correction clicks, multi-step loss) -> J&F on held-out videos
-  before and after -> a checkpoint in Meta's format, reloaded strictly.
+  1. raw synthetic SA-V videos, SA-1B images and held-out DAVIS-style videos  (data_prep/make_synthetic.py)
+  2. WebDataset shards, built in parallel and verified                     (data_prep/make_shards.py)
+  3. a tiny SAM 2.1 trained by 2 processes under DeepSpeed ZeRO-2, bf16, activation
+     checkpointing and gradient accumulation, W&B offline; J&F on the held-out videos
+     before training and every few steps                                  (python -m sam2_scale.train)
+  4. a Meta-format checkpoint, reloaded strictly and evaluated standalone (sam2_scale.train.export, sam2_scale.eval)
+  5. a plot of the loss terms and J&F over the steps, and a summary
 
-The distributed trainer (DeepSpeed / FSDP) and SLURM launchers replace the single-process loop
-here as they land.
+Everything lands in --out (default runs/demo). The training config is configs/demo_tiny_cpu.yaml.
 """
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
-
 from sam2_scale.config import load_config
-from sam2_scale.data.mixing import MixedLoader
-from sam2_scale.data.streams import DataConfig, DatasetConfig
-from sam2_scale.evaluation import EvalConfig, evaluate_vos
-from sam2_scale.model import build_sam2, load_checkpoint, save_checkpoint
-from sam2_scale.objective import MultiStepLoss, unroll_clip
-from sam2_scale.prep.davis import DavisSource, find_davis_items
-from sam2_scale.prep.sa1b import Sa1bSource, find_sa1b_items
-from sam2_scale.prep.sav import SavSource, find_sav_items
-from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
-from sam2_scale.prep.synthetic import write_synthetic_dataset
-from sam2_scale.prep.verify import verify_shards
-from sam2_scale.train.optim import LRScheduler, build_optimizer
+from sam2_scale.train.distributed import cpu_has_native_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs/demo_tiny_cpu.yaml"
 
 
 def log(message):
     print(f"[demo] {message}", flush=True)
 
 
-def make_shards(raw, shards, workers):
-    jobs = {  # output folder: (kind, source, inputs, inputs per shard)
-        "sav": ("sav", SavSource(), find_sav_items(raw / "sav/videos", raw / "sav/annotations"), 2),
-        "sa1b": ("sa1b", Sa1bSource(), find_sa1b_items(raw / "sa1b"), 8),
-        "heldout": ("davis", DavisSource(), find_davis_items(raw / "davis/JPEGImages", raw / "davis/Annotations"), 8),
+def run(cmd, env=None, quiet=False):
+    """Run a stage's command; its output streams through unless `quiet` (then it is shown on failure)."""
+    cmd = [str(c) for c in cmd]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=quiet)
+    if result.returncode != 0:
+        if quiet:
+            print(result.stdout[-3000:], result.stderr[-5000:], sep="\n", file=sys.stderr)
+        raise SystemExit(f"[demo] failed (exit {result.returncode}): {' '.join(cmd)}")
+    return result
+
+
+def make_data(out, workers):
+    raw, shards = out / "raw", out / "shards"
+    py = sys.executable
+    run([py, "data_prep/make_synthetic.py", "--out", raw, "--videos", 12, "--images", 16, "--heldout", 4,
+         "--frames", 48, "--size", "192x144", "--seed", 0])  # fmt: skip
+    jobs = {
+        "sav": ["sav", "--videos", raw / "sav/videos", "--annotations", raw / "sav/annotations", "--items-per-shard", 1],
+        "sa1b": ["sa1b", "--src", raw / "sa1b", "--items-per-shard", 2],
+        "heldout": ["davis", "--frames", raw / "davis/JPEGImages", "--masks", raw / "davis/Annotations", "--items-per-shard", 1],
     }
-    for name, (kind, source, items, per_shard) in jobs.items():
-        plans = plan_shards(items, per_shard)
-        run_shards(plans, shards / name, source, workers=workers, progress=False)
-        manifest = write_manifest(shards / name, plans, kind, {})
-        report, problems = verify_shards(shards / name, progress=False)
-        if problems:
-            raise SystemExit(f"shards in {shards / name} failed verification: {problems[:3]}")
-        log(
-            f"shards/{name}: {manifest['samples']} samples, {manifest['frames']} frames, "
-            f"{manifest['num_shards']} shards, verified"
-        )
+    for name, args in jobs.items():
+        run([py, "data_prep/make_shards.py", *args, "--out", shards / name, "--workers", workers, "--no-progress"], quiet=True)
+    result = run([py, "data_prep/verify_shards.py", *(shards / name for name in jobs)], quiet=True)
+    log(f"shards in {shards}: " + "; ".join(line.strip() for line in result.stdout.splitlines() if line.strip())[:300])
+    return shards
+
+
+def plot(metrics_path, png_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    train = [r for r in records if "loss/core" in r]
+    evals = [r for r in records if "eval/J&F" in r]
+    fig, (ax_loss, ax_jf) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in train]
+    for key, label in (("loss/mask", "focal x20"), ("loss/dice", "dice"), ("loss/iou", "IoU"), ("loss/class", "object score")):
+        weight = 20.0 if key == "loss/mask" else 1.0
+        ax_loss.plot(steps, [weight * r[key] for r in train], label=label)
+    ax_loss.plot(steps, [r["loss/core"] for r in train], label="total", color="black", linewidth=1.5)
+    ax_loss.set(xlabel="optimizer step", ylabel="loss (weighted terms)", yscale="log", title="training loss")
+    ax_loss.legend()
+    for key in ("eval/J&F", "eval/J", "eval/F"):
+        ax_jf.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", label=key.split("/")[1])
+    ax_jf.set(xlabel="optimizer step", ylabel="score", ylim=(0, 1), title="held-out videos, first-frame mask propagated")
+    ax_jf.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    return evals
 
 
 def main(argv=None):
@@ -59,88 +89,80 @@ def main(argv=None):
         prog="python -m sam2_scale.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps (default 40)")
-    parser.add_argument("--resolution", type=int, default=128, help="model input size, a multiple of 32 (default 128)")
+    parser.add_argument("--steps", type=int, default=0, help="optimizer steps (default: the config's)")
     parser.add_argument("--workers", type=int, default=2, help="data-prep processes (default 2)")
+    parser.add_argument("--nproc", type=int, default=2, help="training processes (default 2)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto (default): bf16 where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32",
+    )
     args = parser.parse_args(argv)
     start = time.time()
-    out = Path(args.out)
-    raw, shards = out / "raw", out / "shards"
+    cfg = load_config(CONFIG)
+    out = Path(args.out).resolve()
+    train_dir = out / "train"
 
-    info = write_synthetic_dataset(raw, num_videos=4, num_images=8, num_heldout=2, num_frames=48, size=(256, 192), seed=0)
-    log(
-        f"raw synthetic data in {raw}: {len(info['sav_videos'])} SA-V videos, {len(info['sa1b_images'])} SA-1B images, "
-        f"{len(info['heldout_videos'])} held-out videos"
-    )
-    make_shards(raw, shards, args.workers)
+    shards = make_data(out, args.workers)
+    log(f"data ready in {time.time() - start:.0f} s")
 
-    cfg = load_config(
-        None,
-        [
-            "model.size=tiny",
-            f"model.image_size={args.resolution}",
-            "model.drop_path_rate=0.0",
-            "optim.base_lr=1.0e-4",
-            "optim.vision_lr=1.0e-4",
-            "optim.layer_decay=1.0",
-            "optim.weight_decay=0.0",
-            f"optim.total_steps={args.steps}",
-            "optim.warmup_steps=2",
-        ],
-    )
-    cfg.data = DataConfig(
-        datasets=[
-            DatasetConfig("sa1b", str(shards / "sa1b/shard-*.tar"), "image", batch_size=2, num_frames=1, max_num_objects=3),
-            DatasetConfig("sav", str(shards / "sav/shard-*.tar"), "video", batch_size=1, num_frames=4, max_num_objects=2),
-        ],
-        resolution=args.resolution,
-        num_workers=0,
-        shuffle_buffer=4,
-        seed=0,
-    )
-    torch.manual_seed(0)
-    model = build_sam2(cfg.model.size, image_size=cfg.model.image_size, drop_path_rate=cfg.model.drop_path_rate).train()
-    log(f"tiny SAM 2.1 ({sum(p.numel() for p in model.parameters()):,} parameters) at {args.resolution}px")
-    eval_cfg = EvalConfig(shards=str(shards / "heldout/shard-*.tar"), num_frames=8, max_num_objects=3)
-    before = evaluate_vos(model, eval_cfg)
-
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = LRScheduler(optimizer, cfg.optim)
-    loss_fn = MultiStepLoss(cfg.loss)
-    prompt_rng = torch.Generator().manual_seed(42)
-    history = []
-    for step, batch in enumerate(MixedLoader(cfg.data, steps_per_epoch=args.steps)):
-        outputs, _ = unroll_clip(model, batch, prompt_rng, cfg.prompts)
-        losses = loss_fn(outputs, batch.masks)
-        optimizer.zero_grad(set_to_none=True)
-        if losses["core_loss"].requires_grad:  # a clip whose every frame was mask-prompted has nothing to learn
-            losses["core_loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-            optimizer.step()
-        scheduler.step()
-        values = {k: float(torch.as_tensor(v).detach()) for k, v in losses.items()}
-        history.append({"step": step, "dataset": batch.metadata["dataset"], **values})
-        if step % 5 == 0 or step == args.steps - 1:
+    overrides = [
+        f"train.out_dir={train_dir}",
+        f"eval.shards={shards}/heldout/shard-*.tar",
+        f"data.datasets=[{{name: sav, shards: '{shards}/sav/shard-*.tar', kind: video, batch_size: 1, weight: 3.0, "
+        f"num_frames: 4, max_num_objects: 3}}, {{name: sa1b, shards: '{shards}/sa1b/shard-*.tar', kind: image, "
+        f"batch_size: 2, weight: 1.0, num_frames: 1, max_num_objects: 3}}]",
+    ]
+    precision = args.precision
+    if precision == "auto":
+        precision = "bf16" if cpu_has_native_bf16() else "fp32"
+        if precision == "fp32":
             log(
-                f"step {step:3d} {batch.metadata['dataset']:5s} loss {values['core_loss']:7.3f} "
-                f"(mask {values['loss_mask']:.3f} dice {values['loss_dice']:.3f} "
-                f"iou {values['loss_iou']:.3f} class {values['loss_class']:.3f})"
+                "no native bf16 on this CPU (AVX512-BF16 / AMX): it is emulated ~10x slower, so training runs in fp32 "
+                "(--precision bf16 forces it)"
             )
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    overrides.append(f"train.precision={precision}")
+    if args.steps:
+        overrides.append(f"optim.total_steps={args.steps}")
+        overrides.append(f"eval.every={max(args.steps // 4, 1)}")
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", WANDB_MODE="offline", WANDB_SILENT="true")
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    train_start = time.time()
+    run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+         "-m", "sam2_scale.train", "--config", CONFIG, "--resume", "none", *overrides],
+        env=env,
+    )  # fmt: skip
+    log(f"training done in {time.time() - train_start:.0f} s")
 
-    after = evaluate_vos(model, eval_cfg)
-    log(
-        f"held-out J&F before {before['J&F']:.3f} -> after {after['J&F']:.3f} (J {before['J']:.3f} -> {after['J']:.3f}, "
-        f"F {before['F']:.3f} -> {after['F']:.3f}; first-frame mask propagated, {after['num_videos']} videos, "
-        f"{after['num_objects']} objects)"
+    exported = out / "sam2.1_hiera_tiny_demo.pt"
+    run([sys.executable, "-m", "sam2_scale.train.export", train_dir, exported], env=env, quiet=True)
+    scores_path = out / "eval_exported.json"
+    result = run(
+        [sys.executable, "-m", "sam2_scale.eval", exported, "--size", "tiny", "--image-size", cfg.model.image_size,
+         "--shards", f"{shards}/heldout/shard-*.tar", "--num-frames", cfg.eval.num_frames, "--json", scores_path,
+         *(["--bf16"] if precision == "bf16" else [])],
+        env=env,
+        quiet=True,
+    )  # fmt: skip
+    log(f"exported {exported}, reloaded strictly and evaluated standalone: {result.stdout.strip()}")
+
+    evals = plot(train_dir / "metrics.jsonl", out / "training.png")
+    before, after = evals[0]["eval/J&F"], evals[-1]["eval/J&F"]
+    wandb_runs = sorted((train_dir / "wandb").glob("offline-run-*"))
+    summary = {"jf_before": before, "jf_after": after, "jf_gain": after - before, "seconds": time.time() - start}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(
+        f"""
+[demo] held-out J&F: {before:.3f} before training -> {after:.3f} after ({after - before:+.3f}), {time.time() - start:.0f} s in all
+       shards           {shards}
+       run              {train_dir}  (config.yaml, metrics.jsonl, checkpoints/)
+       W&B (offline)    {wandb_runs[-1] if wandb_runs else "-"}  ->  wandb sync <that folder>
+       checkpoint       {exported}  (Meta format)
+       plot             {out / "training.png"}""",
+        flush=True,
     )
-    ckpt = save_checkpoint(model, out / "sam2.1_hiera_tiny.pt")
-    reloaded = load_checkpoint(build_sam2("tiny", image_size=args.resolution), ckpt)
-    same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
-    log(f"checkpoint {ckpt} (Meta format), reloaded strictly: {'identical' if same else 'DIFFERENT'}")
-    log(f"done in {time.time() - start:.0f} s; loss history in {out / 'history.json'}")
-    if not same:
-        raise SystemExit("the reloaded checkpoint differs")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,12 @@ def all_reduce_sum(values, device):
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def cpu_has_native_bf16():
+    """Whether this x86 CPU multiplies bf16 in hardware; without it torch's bf16 matmul is emulated."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -20,10 +20,10 @@ import yaml
 
 from ..config import load_config
 from ..data.mixing import MixedLoader
-from ..evaluation import evaluate_vos
+from ..eval import evaluate_vos
 from ..model import build_sam2, load_checkpoint
 from .checkpoint import Checkpointer, atomic_write_text, rng_state, set_rng_state
-from .distributed import all_reduce_max, all_reduce_sum, init_distributed
+from .distributed import all_reduce_max, all_reduce_sum, cpu_has_native_bf16, init_distributed
 from .engine import build_engine
 from .fsdp import repeated_blocks
 from .metrics import MetricsSink, count_flops, format_line, peak_flops, peak_memory_bytes
@@ -80,6 +80,11 @@ def train(cfg, resume="auto"):
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     preemption = Preemption(cfg.train.preempt_grace_s)
+    if device.type == "cpu":
+        # Small gradients become denormal floats, which x86 CPUs process ~10x slower: flush them.
+        torch.set_flush_denormal(True)
+        if cfg.train.precision == "bf16" and not cpu_has_native_bf16():
+            log("warning: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 matmuls run far slower than fp32", dist_info)
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg, device)
@@ -116,6 +121,9 @@ def train(cfg, resume="auto"):
     peak = peak_flops(device, cfg.train.peak_tflops)
     flops_per_dataset = {}  # FLOPs of one micro-batch on this rank, counted once per dataset
     evaluator = Evaluator(cfg, dist_info) if cfg.eval.shards else None
+
+    if evaluator and cfg.eval.every and start_step == 0:
+        sink.log(0, evaluator(engine), line=None)  # the untrained model: the baseline of the curve
 
     data_iter = _forever(loader)
     window = _Window()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_scale.evaluation import EvalConfig, boundary_f, boundary_map, evaluate_vos, jaccard
+from sam2_scale.eval import EvalConfig, boundary_f, boundary_map, evaluate_vos, jaccard
 from sam2_scale.model import build_sam2
 from sam2_scale.prep.davis import DavisSource, find_davis_items
 from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
