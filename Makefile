@@ -27,10 +27,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
+	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
+	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
 
 # Appends new, dated sections to BENCHMARKS.md (OpenCV is needed only for the reference method).
 bench: $(STAMP)

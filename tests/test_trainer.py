@@ -21,7 +21,7 @@ from sam2_scale.data import Batch
 from sam2_scale.model import build_sam2, load_checkpoint
 from sam2_scale.train.checkpoint import Checkpointer
 from sam2_scale.train.distributed import DistInfo
-from sam2_scale.train.preemption import EXIT_NONFINITE, EXIT_PREEMPTED
+from sam2_scale.train.preemption import EXIT_HUNG, EXIT_NONFINITE, EXIT_PREEMPTED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,7 +247,7 @@ def test_single_process_keeps_last_k_and_resumes_from_complete_checkpoints_only(
         out,
         optim={"total_steps": 4},
         checkpoint={"every": 1, "keep": 2},
-        train={"log_every": 2},
+        train={"log_every": 2, "ema_decay": 0.9, "peak_tflops": 1.0},
     )
     result = subprocess.run(
         [sys.executable, "-m", "sam2_scale.train", "--config", str(config)],
@@ -258,6 +258,12 @@ def test_single_process_keeps_last_k_and_resumes_from_complete_checkpoints_only(
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "global batch of sav: 1 clips x 1 accumulation x 1 ranks = 1 clips" in result.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["mfu"] < 1 for r in records if "loss/core" in r), "FLOPs counted, over the given peak"
+    # The EMA export differs from the weights and loads strictly.
+    weights, ema = export(out, tmp_path / "w.pt"), export(out, tmp_path / "ema.pt", "--ema")
+    load_checkpoint(build_sam2("tiny", image_size=64), tmp_path / "ema.pt")
+    assert any(not torch.equal(weights[k], ema[k]) for k in weights)
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step_00000003", "step_00000004"]
     # A save that died half-way (no meta.json, or still .tmp) is never resumed from.
@@ -305,3 +311,17 @@ def test_train_config_is_validated(tmp_path):
 
     with pytest.raises(ValueError, match="gradient_accumulation_steps .set train.grad_accum_steps"):
         load_ds_config(bad, load_config(None))
+
+
+def test_forced_exit_when_the_checkpoint_after_a_stop_signal_hangs(tmp_path):
+    code = (
+        "import os, signal, time\n"
+        "from sam2_scale.train.preemption import Preemption\n"
+        "p = Preemption(grace_s=0.5)\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "time.sleep(30)  # a save stuck in a collective\n"
+    )
+    start = time.time()
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_HUNG, result.stderr
+    assert time.time() - start < 20 and "forcing exit" in result.stderr
