@@ -12,6 +12,7 @@
 #   PYTHON         interpreter (default .venv/bin/python in the submit directory)
 #   SAM2_SCALE_ENV a file sourced first (module loads, conda activate, ...)
 #   MASTER_PORT    default 20000 + job id mod 20000
+#   STEP_END_WAIT  seconds the other tasks get once one has ended (default 120)
 
 cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
 if [ -n "${SAM2_SCALE_ENV:-}" ]; then
@@ -52,7 +53,12 @@ run_training() {
         "master $MASTER_ADDR:$MASTER_PORT, config $CONFIG ${overrides[*]}"
     trap forward_stop_signal USR1 TERM
     # --resume auto: a requeued job continues from the newest complete checkpoint and W&B run.
-    srun --kill-on-bad-exit=1 "$PYTHON" -m sam2_scale.train --config "$CONFIG" --resume auto "${overrides[@]}" &
+    # After the first task ends, the others get STEP_END_WAIT seconds before they are killed: long
+    # enough for every rank to finish its own exit after a preemption checkpoint (all exit 75), short
+    # enough not to wait for a time-out when a rank crashed and its peers hang in a collective.
+    # (--kill-on-bad-exit would kill ranks still closing after the first one exits 75.)
+    srun --kill-on-bad-exit=0 --wait="${STEP_END_WAIT:-120}" "$PYTHON" -m sam2_scale.train --config "$CONFIG" --resume auto \
+        "${overrides[@]}" &
     local srun_pid=$! rc=0
     # `wait` returns early when a trapped signal arrives; wait again until srun has exited.
     while true; do
