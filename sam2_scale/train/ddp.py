@@ -1,12 +1,10 @@
 """DistributedDataParallel: every rank holds the whole model and optimizer (the baseline)."""
 
 import contextlib
-import math
 
-import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .engine import Engine, TrainingStep, autocast_dtype, load_dcp, make_optimizer, plain_tensor_bytes, save_dcp
+from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer, plain_tensor_bytes
 
 
 class DDPEngine(Engine):
@@ -32,26 +30,8 @@ class DDPEngine(Engine):
             (losses["core_loss"] / self.accum).backward()
         return losses
 
-    def step(self):
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.cfg.train.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip))
-        else:
-            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return self.after_step(grad_norm)
-
     def named_grads(self):
         return [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
-
-    def save(self, folder):
-        save_dcp(self, folder)
-
-    def load(self, folder):
-        load_dcp(self, folder)
 
     def full_state_dict(self, ema=False):
         if not self.dist.is_main:

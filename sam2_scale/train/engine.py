@@ -96,8 +96,9 @@ class EMA:
 
 
 class Engine:
-    """Shared behaviour; subclasses set `self.train_step`, `self.optimizer`, `self.scheduler` and
-    implement the strategy-specific parts."""
+    """Shared behaviour, including the torch-optimizer step and DCP checkpoints that ddp and fsdp
+    use; subclasses set `self.train_step`, `self.optimizer`, `self.scheduler` and implement the
+    strategy-specific parts."""
 
     name = "base"
 
@@ -132,7 +133,17 @@ class Engine:
         raise NotImplementedError
 
     def step(self):
-        raise NotImplementedError
+        """Clip, then step optimizer and schedule unless the norm is not finite (torch optimizers;
+        DeepSpeed does this inside its own step)."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
+        total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)  # a DTensor under FSDP
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.after_step(grad_norm)
 
     def named_grads(self):
         """(name, this rank's gradient tensor or shard) for every parameter with a gradient."""
@@ -142,10 +153,10 @@ class Engine:
         return False
 
     def save(self, folder):
-        raise NotImplementedError
+        save_dcp(self, folder)
 
     def load(self, folder):
-        raise NotImplementedError
+        load_dcp(self, folder)
 
     def full_state_dict(self, ema=False):
         raise NotImplementedError

@@ -5,15 +5,13 @@ activations dominate) and the root, which holds everything else. Under bf16 the 
 parameters are bf16 while gradients are reduced in fp32.
 """
 
-import math
-
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from .engine import Engine, TrainingStep, autocast_dtype, load_dcp, make_optimizer, plain_tensor_bytes, save_dcp
+from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer, plain_tensor_bytes
 
 
 def repeated_blocks(model):
@@ -59,17 +57,6 @@ class FSDPEngine(Engine):
         (losses["core_loss"] / self.accum).backward()
         return losses
 
-    def step(self):
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
-        total = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        grad_norm = float(total.full_tensor() if isinstance(total, DTensor) else total)
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return self.after_step(grad_norm)
-
     def named_grads(self):
         return [
             (n, p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad)
@@ -79,12 +66,6 @@ class FSDPEngine(Engine):
 
     def grads_are_sharded(self):
         return True
-
-    def save(self, folder):
-        save_dcp(self, folder)
-
-    def load(self, folder):
-        load_dcp(self, folder)
 
     def full_state_dict(self, ema=False):
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
