@@ -38,6 +38,16 @@ def base_env(tmp_path):
     return env
 
 
+def train_one_process(config, tmp_path):
+    return subprocess.run(
+        [sys.executable, "-m", "sam2_scale.train", "--config", str(config)],
+        cwd=ROOT,
+        env=base_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+
+
 def launch(config, tmp_path, world=2, args=(), log_name="run"):
     """Start `world` ranks as srun does: one process each, rank in the environment, one process group."""
     env = base_env(tmp_path)
@@ -249,13 +259,7 @@ def test_single_process_keeps_last_k_and_resumes_from_complete_checkpoints_only(
         checkpoint={"every": 1, "keep": 2},
         train={"log_every": 2, "ema_decay": 0.9, "peak_tflops": 1.0},
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "sam2_scale.train", "--config", str(config)],
-        cwd=ROOT,
-        env=base_env(tmp_path),
-        capture_output=True,
-        text=True,
-    )
+    result = train_one_process(config, tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "global batch of sav: 1 clips x 1 accumulation x 1 ranks = 1 clips" in result.stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -287,13 +291,7 @@ def test_nonfinite_steps_are_skipped_then_stop(training_shards, tmp_path):
         train={"max_nonfinite_steps": 2, "log_every": 1},
         checkpoint={"every": 0},
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "sam2_scale.train", "--config", str(config)],
-        cwd=ROOT,
-        env=base_env(tmp_path),
-        capture_output=True,
-        text=True,
-    )
+    result = train_one_process(config, tmp_path)
     assert result.returncode == EXIT_NONFINITE, result.stdout[-2000:] + result.stderr[-2000:]
     assert "non-finite steps in a row" in result.stdout
 

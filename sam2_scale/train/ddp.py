@@ -4,7 +4,7 @@ import contextlib
 
 from torch.nn.parallel import DistributedDataParallel
 
-from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer, plain_tensor_bytes
+from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer
 
 
 class DDPEngine(Engine):
@@ -40,6 +40,3 @@ class DDPEngine(Engine):
         if ema:
             state.update({k: v.cpu().clone() for k, v in self.ema.state_dict().items()})
         return state
-
-    def optimizer_state_bytes(self):
-        return plain_tensor_bytes(self.optimizer.state_dict()["state"])

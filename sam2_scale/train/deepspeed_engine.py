@@ -12,7 +12,7 @@ import os
 import deepspeed
 from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_grad
 
-from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer, plain_tensor_bytes
+from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer
 
 TRAINER_OWNED = {
     "train_batch_size": "data.datasets[].batch_size",
@@ -111,7 +111,3 @@ class DeepSpeedEngine(Engine):
             state.update({k: v.cpu().clone() for k, v in self.ema.state_dict().items()})
         model_keys = self.model.state_dict().keys()
         return {k: state[k] for k in model_keys} if self.dist.is_main else {}
-
-    def optimizer_state_bytes(self):
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # ZeRO wraps the client AdamW
-        return plain_tensor_bytes(inner.state_dict()["state"]) if hasattr(inner, "state_dict") else 0

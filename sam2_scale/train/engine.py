@@ -162,7 +162,9 @@ class Engine:
         raise NotImplementedError
 
     def optimizer_state_bytes(self):
-        raise NotImplementedError
+        """Bytes of optimizer state this rank holds (its shards only)."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # ZeRO wraps the client AdamW
+        return plain_tensor_bytes(inner.state_dict()["state"])
 
     # --- shared -------------------------------------------------------------------------
     @torch.no_grad()

@@ -11,7 +11,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer, plain_tensor_bytes
+from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer
 
 
 def repeated_blocks(model):
@@ -75,6 +75,3 @@ class FSDPEngine(Engine):
             full = {k: (v.full_tensor() if isinstance(v, DTensor) else v).cpu() for k, v in self.ema.state_dict().items()}
             state.update(full)
         return state if self.dist.is_main else {}
-
-    def optimizer_state_bytes(self):
-        return plain_tensor_bytes(self.optimizer.state_dict()["state"])

@@ -4,7 +4,6 @@ and a readable line on stdout, so a run can be followed without W&B)."""
 import dataclasses
 import json
 import resource
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -121,7 +120,3 @@ def format_line(step, total, m):
     parts.append(f"mem {m['memory/peak_gib']:.2f} GiB")
     parts.append(f"data wait {m['time/data_wait_max_s']:.3f}s")
     return " | ".join(parts)
-
-
-def warn(message):
-    print(f"[train] warning: {message}", file=sys.stderr, flush=True)

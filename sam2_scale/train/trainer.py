@@ -104,7 +104,7 @@ def train(cfg, resume="auto"):
         log(f"resumed from {resume_from} at step {start_step}", dist_info)
     sink = MetricsSink(cfg, out, dist_info.is_main, run_id=run_id)
     if dist_info.is_main:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(cfg), sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
     num_params = sum(p.numel() for p in model.parameters())
     log(
@@ -177,7 +177,7 @@ def train(cfg, resume="auto"):
         if stop or save_now or periodic or step == total_steps:
             state = {"loader": loader.state_dict(), "rng": rng_state(prompt_gen)}
             path = checkpointer.save(
-                step, engine, state, {"strategy": engine.name, "wandb_run_id": sink.run_id, "config": _plain(cfg)}
+                step, engine, state, {"strategy": engine.name, "wandb_run_id": sink.run_id, "config": dataclasses.asdict(cfg)}
             )
             log(f"checkpoint {path}", dist_info)
         if stop:
@@ -201,10 +201,6 @@ def train(cfg, resume="auto"):
 def _forever(loader):
     while True:
         yield from loader
-
-
-def _plain(cfg):
-    return dataclasses.asdict(cfg)
 
 
 class _Window:
