@@ -11,7 +11,7 @@ REFERENCE_SPEC ?= sam2==1.1.0
 
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,8 @@ $(STAMP): setup.py Makefile
 	# The reference ships only an sdist with an optional CUDA extension: build it without.
 	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps --no-build-isolation "$(REFERENCE_SPEC)"
 	touch $(STAMP)
+
+install: $(STAMP)
 
 demo: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m sam2_scale.demo

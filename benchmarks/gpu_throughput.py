@@ -115,12 +115,17 @@ def run_config(args, size, strategy, ckpt):
     if not env["DS_ACCELERATOR"]:
         env.pop("DS_ACCELERATOR")
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=args.config_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.config_timeout} s"}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-    return {"error": tail}
+    lines = (proc.stdout + proc.stderr).splitlines()
+    # The worker's exception, not torchrun's summary that follows it.
+    raised = [line for line in lines if line and not line[0].isspace() and ("Error" in line or "Exception" in line)]
+    return {"error": raised[-1] if raised else lines[-1] if lines else f"exit {proc.returncode}", "output": "\n".join(lines)}
 
 
 def main():
@@ -131,6 +136,16 @@ def main():
     parser.add_argument("--nproc", type=int, default=0, help="processes (default: GPUs on this machine, or 2 on CPU)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (default 10)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first, the first one counting FLOPs")
+    parser.add_argument(
+        "--act-ckpt",
+        dest="ckpt_modes",
+        nargs="+",
+        choices=("off", "on"),
+        default=["off", "on"],
+        help="activation checkpointing settings to run (default: off on)",
+    )
+    parser.add_argument("--time-limit", type=float, default=0, help="start no configuration after this many seconds (0: none)")
+    parser.add_argument("--config-timeout", type=float, default=900, help="seconds one configuration may take (default 900)")
     parser.add_argument("--write", help="append the results to this Markdown file (BENCHMARKS.md)")
     # One configuration (set by the parent).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -151,15 +166,19 @@ def main():
         args.sizes, args.image_size, args.frames, args.objects, args.precision = ["tiny"], 128, 2, 2, "fp32"
         args.steps, args.warmup = min(args.steps, 3), min(args.warmup, 2)
     args.nproc = args.nproc or (torch.cuda.device_count() or 2)
-    rows = []
+    rows, start, device = [], time.time(), "?"
     for size in args.sizes:
         baseline = None
         for strategy in args.strategies:
-            for ckpt in (False, True):
+            for ckpt in (mode == "on" for mode in args.ckpt_modes):
+                if args.time_limit and time.time() - start > args.time_limit:
+                    rows.append(f"| {size} | {strategy} | {'on' if ckpt else 'off'} | not run (--time-limit) | | | | | |")
+                    continue
                 r = run_config(args, size, strategy, ckpt)
                 if "error" in r:
-                    print(f"{size} {strategy} ckpt={ckpt}: FAILED\n{r['error']}", file=sys.stderr)
-                    rows.append(f"| {size} | {strategy} | {'on' if ckpt else 'off'} | failed (out of memory?) | | | | | |")
+                    print(f"{size} {strategy} ckpt={ckpt}: FAILED\n{r.get('output', r['error'])}", file=sys.stderr)
+                    reason = r["error"][:80].replace("|", "/")
+                    rows.append(f"| {size} | {strategy} | {'on' if ckpt else 'off'} | failed: {reason} | | | | | |")
                     continue
                 if baseline is None and strategy == "ddp" and not ckpt:
                     baseline = r

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 try:
-    from sam2_scale.prep.synthetic import write_synthetic_dataset
+    from sam2_scale.prep.synthetic import STYLES, write_synthetic_dataset
 except ImportError:  # run as a script from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from sam2_scale.prep.synthetic import write_synthetic_dataset
+    from sam2_scale.prep.synthetic import STYLES, write_synthetic_dataset
 
 
 def parse_size(text):
@@ -63,6 +63,13 @@ def main(argv=None):
     parser.add_argument("--frames", type=non_negative, default=48, help="frames per video, at 24 fps (default 48)")
     parser.add_argument("--size", type=parse_size, default=(320, 240), help="WIDTHxHEIGHT of videos and images (default 320x240)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--style",
+        choices=sorted(STYLES),
+        default="hard",
+        help="hard (default): small, fast, textured shapes on a busy background; "
+        "easy: big, slow, nearly flat shapes on a calm one, which a tiny model learns to track in minutes (the demo's)",
+    )
     args = parser.parse_args(argv)
     if args.frames == 0 and (args.videos or args.heldout):
         parser.error("--frames must be at least 1 when writing videos")
@@ -76,9 +83,12 @@ def main(argv=None):
         num_frames=args.frames,
         size=args.size,
         seed=args.seed,
+        style=STYLES[args.style],
     )
     width, height = written["size"]
-    print(f"[synthetic] {written['out_dir']} ({width}x{height}, seed {written['seed']}, {time.time() - start:.1f} s)")
+    print(
+        f"[synthetic] {written['out_dir']} ({width}x{height}, {args.style}, seed {written['seed']}, {time.time() - start:.1f} s)"
+    )
     print(
         f"  SA-V   sav/         {_count(len(written['sav_videos']), 'video')} x {written['num_frames']} frames, "
         f"{_count(written['num_sav_masklets'], 'masklet')}"

@@ -1,10 +1,11 @@
-"""`make demo`, shortened: every stage runs for real (2 processes, DeepSpeed ZeRO-2, bf16)."""
+"""`make demo`, shortened: every stage runs for real (2 processes, DeepSpeed ZeRO-2, W&B offline, J&F, export)."""
 
 import json
 
 import torch
 
 from sam2_scale import demo
+from sam2_scale.config import load_config
 from sam2_scale.model import build_sam2, load_checkpoint
 
 
@@ -19,7 +20,8 @@ def test_shortened_demo_runs_end_to_end(tmp_path, capsys):
     assert any("loss/core" in r for r in records)
     assert (tmp_path / "training.png").stat().st_size > 10_000
     assert list((tmp_path / "train/wandb").glob("offline-run-*/run-*.wandb"))
-    load_checkpoint(build_sam2("tiny", image_size=64), tmp_path / "sam2.1_hiera_tiny_demo.pt")  # strict
+    image_size = load_config(demo.CONFIG).model.image_size
+    load_checkpoint(build_sam2("tiny", image_size=image_size), tmp_path / "sam2.1_hiera_tiny_demo.pt")  # strict
     scores = json.loads((tmp_path / "eval_exported.json").read_text())
     assert abs(scores["J&F"] - summary["jf_after"]) < 1e-6, "standalone evaluation of the export matches the trainer's"
     assert torch.load(tmp_path / "sam2.1_hiera_tiny_demo.pt", weights_only=True)["model"]

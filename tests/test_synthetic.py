@@ -313,3 +313,35 @@ def test_cli_runs_as_a_script(tmp_path):
     assert len(record["masklet"]) == 2 and record["video_width"] == 64.0
     assert (out / "sa1b_tars" / "sa_000000.tar").is_file()
     assert len(list((out / "davis_per_object" / "JPEGImages" / "heldout_000").glob("*.jpg"))) == 6
+
+
+def test_easy_style_is_one_big_slow_shape_per_video():
+    from sam2_scale.prep.synthetic import EASY, HARD
+
+    def mean_speed(scene):
+        return np.mean([np.hypot(*shape.velocity) for shape in scene.shapes])
+
+    easy = [make_scene(SIZE, FRAMES, dataset_seed(0, "sav", i), style=EASY) for i in range(12)]
+    hard = [make_scene(SIZE, FRAMES, dataset_seed(0, "sav", i), style=HARD) for i in range(12)]
+    assert all(scene.num_objects == 1 for scene in easy)
+    assert {scene.num_objects for scene in hard} == {1, 2, 3}
+    short_side = min(SIZE)
+    assert min(scene.shapes[0].semi_axes[0] for scene in easy) >= EASY.semi_axis_range[0] * short_side
+    assert max(s.semi_axes[0] for scene in hard for s in scene.shapes) <= HARD.semi_axis_range[1] * short_side
+    assert np.mean([mean_speed(s) for s in easy]) < 0.5 * np.mean([mean_speed(s) for s in hard])
+    image, masks = render_image(SIZE, 3, style=EASY)
+    assert len(masks) >= 2 and masks.reshape(len(masks), -1).any(axis=1).all(), "images keep several shapes"
+
+
+def test_make_synthetic_cli_style(tmp_path):
+    out = tmp_path / "easy"
+    args = ["--out", str(out), "--videos", "2", "--images", "1", "--heldout", "1", "--frames", "8", "--size", "64x48"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "data_prep/make_synthetic.py"), *args, "--style", "easy"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "easy" in result.stdout and "2 masklets" in result.stdout  # one object per video
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "data_prep/make_synthetic.py"), *args, "--style", "medium"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "invalid choice: 'medium'" in bad.stderr

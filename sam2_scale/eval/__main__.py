@@ -8,12 +8,12 @@ checkpoints/ folder (size and resolution come from its config).
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from ..model import build_sam2, load_checkpoint
+from ..prep.shards import write_json_atomic
 from .vos import EvalConfig, evaluate_vos
 
 
@@ -55,7 +55,7 @@ def main(argv=None):
         f"({scores['num_videos']} videos, {scores['num_objects']} objects)"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(scores, indent=1))
+        write_json_atomic(args.json, scores)
 
 
 if __name__ == "__main__":

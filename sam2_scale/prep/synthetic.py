@@ -46,11 +46,37 @@ FPS = 24
 ANNOTATION_STRIDE = 4  # SA-V annotates at 6 fps, i.e. every 4th frame of the 24 fps video
 JPEG_QUALITY = 90
 SHAPE_KINDS = ("disc", "ellipse", "rect")
-SEMI_AXIS_RANGE = (0.06, 0.2)  # the longer semi-axis, as a fraction of the frame's short side
 ASPECT_RANGE = (0.45, 1.0)  # shorter / longer semi-axis of ellipses and rectangles
-MIN_SEMI_AXIS = SEMI_AXIS_RANGE[0] * ASPECT_RANGE[0]
 # SA-V's masklet_size_bucket thresholds, on the mean visible area in pixels.
 SMALL_AREA, LARGE_AREA = 32**2, 96**2
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """How hard the scenes are to segment and track."""
+
+    semi_axis_range: tuple[float, float] = (0.06, 0.2)  # the longer semi-axis, fraction of the short side
+    speed_range: tuple[float, float] = (0.006, 0.02)  # fraction of the width per frame
+    background_contrast: float = 0.7
+    texture_amplitude: float = 30.0  # of each colour wave on a shape, per channel (0-255 scale)
+    object_count_probs: tuple[float, ...] = (0.2, 0.4, 0.4)  # of 1, 2, 3, ... objects per video
+
+    @property
+    def min_semi_axis(self) -> float:
+        return self.semi_axis_range[0] * ASPECT_RANGE[0]
+
+
+HARD = SceneStyle()
+# One big, slow, nearly flat shape per video on a calm background: what a tiny model learns to
+# track within minutes on a CPU (the demo's data). Images keep several shapes.
+EASY = SceneStyle(
+    semi_axis_range=(0.16, 0.3),
+    speed_range=(0.002, 0.008),
+    background_contrast=0.3,
+    texture_amplitude=12.0,
+    object_count_probs=(1.0,),
+)
+STYLES = {"hard": HARD, "easy": EASY}
 
 # Separate random streams, so that adding images does not change the videos and so on.
 _STREAMS = {"sav": 0, "sa1b": 1, "heldout": 2}
@@ -177,7 +203,7 @@ def _rng(seed) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _smooth_noise(rng, height, width) -> np.ndarray:
+def _smooth_noise(rng, height, width, contrast) -> np.ndarray:
     """uint8 (H, W, 3): a few octaves of upsampled colour noise plus a gradient."""
     canvas = np.zeros((height, width, 3), np.float32)
     longest = max(height, width)
@@ -191,27 +217,27 @@ def _smooth_noise(rng, height, width) -> np.ndarray:
     yy = np.linspace(-1, 1, height, dtype=np.float32)[:, None, None]
     xx = np.linspace(-1, 1, width, dtype=np.float32)[None, :, None]
     canvas += (direction[0] * xx + direction[1] * yy) * rng.uniform(-40, 40, 3).astype(np.float32)
-    return np.clip(128 + 0.7 * canvas, 10, 245).astype(np.uint8)
+    return np.clip(128 + contrast * canvas, 10, 245).astype(np.uint8)
 
 
-def _random_waves(rng, size_scale):
+def _random_waves(rng, size_scale, amplitude):
     """Two sinusoidal colour waves (stripes/plaid) whose wavelength follows the shape's size."""
     waves = []
     for _ in range(2):
         wavelength = rng.uniform(0.35, 0.9) * size_scale + 6
         direction = rng.uniform(0, 2 * math.pi)
         k = 2 * math.pi / wavelength
-        amplitude = tuple(float(a) for a in rng.uniform(-30, 30, 3))
-        waves.append((k * math.cos(direction), k * math.sin(direction), float(rng.uniform(0, 2 * math.pi)), amplitude))
+        colour = tuple(float(a) for a in rng.uniform(-amplitude, amplitude, 3))
+        waves.append((k * math.cos(direction), k * math.sin(direction), float(rng.uniform(0, 2 * math.pi)), colour))
     return tuple(waves)
 
 
-def _random_shape(rng, width, height, anchor, anchor_time, static=False) -> MovingShape:
+def _random_shape(rng, width, height, anchor, anchor_time, style, static=False) -> MovingShape:
     short_side = min(width, height)
     kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
-    a = rng.uniform(*SEMI_AXIS_RANGE) * short_side
+    a = rng.uniform(*style.semi_axis_range) * short_side
     b = a if kind == "disc" else a * rng.uniform(*ASPECT_RANGE)
-    speed = 0.0 if static else rng.uniform(0.006, 0.02) * width
+    speed = 0.0 if static else rng.uniform(*style.speed_range) * width
     heading = rng.uniform(0, 2 * math.pi)
     radius = math.hypot(a, b) if kind == "rect" else max(a, b)
     margin = 0.3 * radius
@@ -226,11 +252,11 @@ def _random_shape(rng, width, height, anchor, anchor_time, static=False) -> Movi
         centre_low=(-margin, -margin),
         centre_high=(width - 1 + margin, height - 1 + margin),
         base_colour=tuple(float(c) for c in rng.uniform(45, 210, 3)),
-        waves=_random_waves(rng, a),
+        waves=_random_waves(rng, a, style.texture_amplitude),
     )
 
 
-def make_scene(size=(320, 240), num_frames=48, seed=0, num_objects=None, static=False) -> Scene:
+def make_scene(size=(320, 240), num_frames=48, seed=0, num_objects=None, static=False, style=HARD) -> Scene:
     """A random scene of `num_objects` shapes (default 1 to 3), `size` = (width, height).
 
     Moving shapes all pass near one meeting point at one time inside the clip, so any scene
@@ -240,7 +266,8 @@ def make_scene(size=(320, 240), num_frames=48, seed=0, num_objects=None, static=
     width, height = size
     rng = _rng(seed)
     if num_objects is None:
-        num_objects = int(rng.choice([1, 2, 3], p=[0.2, 0.4, 0.4]))
+        probs = style.object_count_probs
+        num_objects = int(rng.choice(len(probs), p=probs)) + 1
     meeting_point = rng.uniform([0.3 * width, 0.3 * height], [0.7 * width, 0.7 * height])
     meeting_time = rng.uniform(0.2, 0.6) * max(num_frames - 1, 0)
     shapes = []
@@ -250,12 +277,12 @@ def make_scene(size=(320, 240), num_frames=48, seed=0, num_objects=None, static=
         else:
             # Centres within a quarter of the smallest possible semi-axis of the meeting point:
             # at the meeting time every pair of silhouettes overlaps.
-            anchor = meeting_point + rng.uniform(-0.25, 0.25, 2) * MIN_SEMI_AXIS * min(width, height)
-        shapes.append(_random_shape(rng, width, height, anchor, meeting_time, static=static))
+            anchor = meeting_point + rng.uniform(-0.25, 0.25, 2) * style.min_semi_axis * min(width, height)
+        shapes.append(_random_shape(rng, width, height, anchor, meeting_time, style, static=static))
     # Large shapes at the back, so small ones are rarely hidden completely.
     shapes.sort(key=lambda s: -s.semi_axes[0] * s.semi_axes[1])
     pad = max(2, round(0.06 * min(width, height)))
-    background = _smooth_noise(rng, height + 2 * pad, width + 2 * pad)
+    background = _smooth_noise(rng, height + 2 * pad, width + 2 * pad, style.background_contrast)
     pan_speed = 0.0 if static else rng.uniform(0.1, 0.4) * min(width, height) / 240
     heading = rng.uniform(0, 2 * math.pi)
     return Scene(
@@ -268,16 +295,16 @@ def make_scene(size=(320, 240), num_frames=48, seed=0, num_objects=None, static=
     )
 
 
-def iter_video(num_frames=48, size=(320, 240), seed=0, num_objects=None):
+def iter_video(num_frames=48, size=(320, 240), seed=0, num_objects=None, style=HARD):
     """Yield (frame uint8 (H, W, 3), masks bool (K, H, W)) one frame at a time."""
-    scene = make_scene(size, num_frames, seed, num_objects)
+    scene = make_scene(size, num_frames, seed, num_objects, style=style)
     for t in range(num_frames):
         yield scene.render(t)
 
 
-def render_video(num_frames=48, size=(320, 240), seed=0, num_objects=None) -> tuple[np.ndarray, np.ndarray]:
+def render_video(num_frames=48, size=(320, 240), seed=0, num_objects=None, style=HARD) -> tuple[np.ndarray, np.ndarray]:
     """A whole synthetic video in memory: frames uint8 (T, H, W, 3), masks bool (T, K, H, W)."""
-    scene = make_scene(size, num_frames, seed, num_objects)
+    scene = make_scene(size, num_frames, seed, num_objects, style=style)
     width, height = size
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     masks = np.empty((num_frames, scene.num_objects, height, width), bool)
@@ -286,7 +313,7 @@ def render_video(num_frames=48, size=(320, 240), seed=0, num_objects=None) -> tu
     return frames, masks
 
 
-def render_image(size=(320, 240), seed=0, num_shapes=None) -> tuple[np.ndarray, np.ndarray]:
+def render_image(size=(320, 240), seed=0, num_shapes=None, style=HARD) -> tuple[np.ndarray, np.ndarray]:
     """A still image with 2 to 6 shapes (default) for SA-1B: image uint8 (H, W, 3), masks bool (K, H, W).
 
     Every returned mask is non-empty: layouts where a shape is hidden completely are redrawn.
@@ -294,7 +321,7 @@ def render_image(size=(320, 240), seed=0, num_shapes=None) -> tuple[np.ndarray, 
     rng = _rng(seed)
     for _ in range(100):
         count = num_shapes if num_shapes is not None else int(rng.integers(2, 7))
-        image, masks = make_scene(size, 1, rng, count, static=True).render(0)
+        image, masks = make_scene(size, 1, rng, count, static=True, style=style).render(0)
         if masks.reshape(len(masks), -1).any(axis=1).all():
             return image, masks
     raise ValueError(f"could not place {num_shapes} shapes on a {size[0]}x{size[1]} image with all of them visible")
@@ -513,13 +540,15 @@ def _link_or_copy(target: Path, link: Path) -> None:
         shutil.copytree(target, link)
 
 
-def write_synthetic_dataset(out_dir, num_videos=2, num_images=4, num_heldout=2, num_frames=48, size=(320, 240), seed=0) -> dict:
+def write_synthetic_dataset(
+    out_dir, num_videos=2, num_images=4, num_heldout=2, num_frames=48, size=(320, 240), seed=0, style=HARD
+) -> dict:
     """Write all layouts (see the module docstring) under `out_dir`; returns paths and counts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sav_videos, sav_annotations, num_masklets = [], [], 0
     for index in range(num_videos):
-        scene = make_scene(size, num_frames, dataset_seed(seed, "sav", index))
+        scene = make_scene(size, num_frames, dataset_seed(seed, "sav", index), style=style)
         video, annotation = write_sav_video(out_dir / "sav", f"sav_{index + 1:06d}", scene, num_frames)
         sav_videos.append(video)
         sav_annotations.append(annotation)
@@ -528,7 +557,7 @@ def write_synthetic_dataset(out_dir, num_videos=2, num_images=4, num_heldout=2, 
     sa1b_files, num_sa1b_masks = [], 0
     for index in range(num_images):
         rng = np.random.default_rng(dataset_seed(seed, "sa1b", index))
-        image, masks = render_image(size, rng)
+        image, masks = render_image(size, rng, style=style)
         sa1b_files += write_sa1b_image(out_dir / "sa1b", index + 1, image, masks, rng, first_annotation_id=num_sa1b_masks)
         num_sa1b_masks += len(masks)
     sa1b_tar = write_tar(out_dir / "sa1b_tars" / "sa_000000.tar", sa1b_files) if sa1b_files else None
@@ -536,7 +565,7 @@ def write_synthetic_dataset(out_dir, num_videos=2, num_images=4, num_heldout=2, 
     heldout_names = [f"heldout_{index:03d}" for index in range(num_heldout)]
     davis_dir, per_object_dir = out_dir / "davis", out_dir / "davis_per_object"
     for index, name in enumerate(heldout_names):
-        scene = make_scene(size, num_frames, dataset_seed(seed, "heldout", index))
+        scene = make_scene(size, num_frames, dataset_seed(seed, "heldout", index), style=style)
         write_heldout_video(davis_dir, per_object_dir, name, scene, num_frames)
     if heldout_names:
         _link_or_copy(davis_dir / "JPEGImages", per_object_dir / "JPEGImages")
