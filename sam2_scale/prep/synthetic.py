@@ -2,6 +2,8 @@
 
 Scenes are a smooth-noise background that pans slowly, with textured discs, ellipses and
 rectangles that move linearly, bounce, spin, leave the frame partly and occlude each other.
+`SceneStyle` sets how hard that is: `HARD` (the default) has 1-3 small, fast, striped shapes on
+a busy background; `EASY` has one large, slow, nearly flat shape per video on a calm one.
 Masks are computed analytically from the same shapes that paint the pixels, and hold only
 the *visible* pixels of each object (draw order is depth), so they are exact for every
 frame, also after lossy video or JPEG compression. Everything is deterministic from a seed.
@@ -257,7 +259,7 @@ def _random_shape(rng, width, height, anchor, anchor_time, style, static=False) 
 
 
 def make_scene(size=(320, 240), num_frames=48, seed=0, num_objects=None, static=False, style=HARD) -> Scene:
-    """A random scene of `num_objects` shapes (default 1 to 3), `size` = (width, height).
+    """A random scene of `num_objects` shapes (default: drawn from `style`), `size` = (width, height).
 
     Moving shapes all pass near one meeting point at one time inside the clip, so any scene
     with two or more objects has an occlusion. `static` gives still shapes at random places
