@@ -52,7 +52,7 @@ def test_input_pipeline_example_constructs(tmp_path):
 # -- every command in the README's shell blocks names files, options and config keys that exist --
 
 ROOT = Path(__file__).parents[1]
-NOT_OURS = {"tail", "ln", "wandb", "tar", "cd", "git", "pip", "nvidia-smi", "scancel", "squeue"}
+NOT_OURS = {"tail", "ln", "mkdir", "wandb", "tar", "cd", "git", "pip", "nvidia-smi", "scancel", "squeue"}
 
 
 def shell_commands():

@@ -212,15 +212,17 @@ def _engines_worker(rank, world, port, result_file):
 
     info = init_distributed()
     a, b = _clip(10 * rank), _clip(10 * rank + 1)
-    results = {}
+    results, ddp_weights = {}, None
     for strategy in ("ddp", "deepspeed", "fsdp"):
         accumulated, state_bytes, _ = _one_step(strategy, info, [a, b])
         together, _, _ = _one_step(strategy, info, [_two_clips(a, b)])
         _, _, bf16_norm = _one_step(strategy, info, [a], precision="bf16")
         if rank == 0:
+            ddp_weights = ddp_weights or accumulated
             diff = max((accumulated[k].float() - together[k].float()).abs().max().item() for k in accumulated)
+            vs_ddp = max((accumulated[k].float() - ddp_weights[k].float()).abs().max().item() for k in accumulated)
             moved = max((accumulated[k].float() - v.float()).abs().max().item() for k, v in build_reference().items())
-            results[strategy] = {"diff": diff, "moved": moved, "state_bytes": state_bytes, "bf16_norm": bf16_norm}
+            results[strategy] = dict(diff=diff, vs_ddp=vs_ddp, moved=moved, state_bytes=state_bytes, bf16_norm=bf16_norm)
     if rank == 0:
         Path(result_file).write_text(json.dumps(results))
     torch.distributed.destroy_process_group()
@@ -233,7 +235,8 @@ def build_reference():
 
 def test_engines_accumulation_optimizer_sharding_and_bf16(tmp_path):
     """For ddp, deepspeed (ZeRO-2) and fsdp on 2 ranks: 2 micro-batches of 1 clip accumulated
-    give the update of one micro-batch of 2 clips; sharded optimizer state is half of DDP's;
+    give the update of one micro-batch of 2 clips, and the same update under every strategy;
+    sharded optimizer state is half of DDP's;
     a bf16 step has a finite gradient norm."""
     os.environ.setdefault("TMPDIR", str(tmp_path))
     result_file = tmp_path / "engines.json"
@@ -242,6 +245,7 @@ def test_engines_accumulation_optimizer_sharding_and_bf16(tmp_path):
     for strategy, r in results.items():
         assert r["moved"] > 1e-4, f"{strategy}: the step did not change the weights"
         assert r["diff"] < 1e-5 * max(1.0, r["moved"]) + 2e-6, f"{strategy}: accumulation differs by {r['diff']}"
+        assert r["vs_ddp"] < 1e-5 * max(1.0, r["moved"]) + 2e-6, f"{strategy}: the update differs from DDP's by {r['vs_ddp']}"
         assert 0 < r["bf16_norm"] < float("inf"), f"{strategy}: bf16 step gave grad norm {r['bf16_norm']}"
     ddp = results["ddp"]["state_bytes"]
     for strategy in ("deepspeed", "fsdp"):
