@@ -1,9 +1,15 @@
 """The README's code examples run as written."""
 
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+from sam2_scale.config import load_config
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
 
 
 def python_block_after(heading):
@@ -12,7 +18,7 @@ def python_block_after(heading):
 
 
 def test_objective_example_runs(monkeypatch):
-    monkeypatch.chdir(Path(__file__).parents[1])
+    monkeypatch.chdir(ROOT)
     namespace = {}
     exec(python_block_after("## The training objective"), namespace)
     losses = namespace["losses"]
@@ -22,20 +28,15 @@ def test_objective_example_runs(monkeypatch):
 
 def test_data_preparation_commands_run(tmp_path, monkeypatch):
     """The README's data-prep commands, with data/ redirected to a temp folder."""
-    import shlex
-    import subprocess
-    import sys
-
     section = README.split("## Data preparation", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     commands = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("python ")]
     assert len(commands) == 5
-    root = Path(__file__).parents[1]
     for command in commands:
         args = shlex.split(command.replace("data/", f"{tmp_path}/data/").replace("data/shards/*", "data/shards/sav"))
         if args[1] == "data_prep/verify_shards.py":
             args[2:] = sorted(str(p) for p in (tmp_path / "data/shards").iterdir())
-        result = subprocess.run([sys.executable, str(root / args[1]), *args[2:]], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, str(ROOT / args[1]), *args[2:]], capture_output=True, text=True)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
     assert "OK" in result.stdout and "problem" not in result.stdout
 
@@ -51,14 +52,11 @@ def test_input_pipeline_example_constructs(tmp_path):
 
 # -- every command in the README's shell blocks names files, options and config keys that exist --
 
-ROOT = Path(__file__).parents[1]
 NOT_OURS = {"tail", "ln", "mkdir", "wandb", "tar", "cd", "git", "pip", "nvidia-smi", "scancel", "squeue"}
 
 
 def shell_commands():
     """(line, argv) of every command line in the README's ```bash blocks, env assignments dropped."""
-    import shlex
-
     for block in re.findall(r"```bash\n(.*?)```", README, re.S):
         for line in block.splitlines():
             line = line.split(" #")[0].strip()
@@ -72,9 +70,6 @@ def shell_commands():
 
 
 def help_text(argv):
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, *argv, "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, f"{' '.join(argv)} --help failed:\n{result.stderr[-2000:]}"
     return result.stdout
@@ -105,14 +100,10 @@ def check_python(argv, helps):
             )
     overrides = [t for t in rest if re.fullmatch(r"[a-z_]+\.[a-z_.]+=.*", t)]
     if "--config" in rest:
-        from sam2_scale.config import load_config
-
         load_config(ROOT / rest[rest.index("--config") + 1], overrides)
 
 
 def test_readme_commands_name_what_exists():
-    from sam2_scale.config import load_config
-
     makefile = (ROOT / "Makefile").read_text()
     helps, checked = {}, 0
     for line, argv in shell_commands():
