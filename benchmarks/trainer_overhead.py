@@ -78,7 +78,7 @@ def bare_loop(config_path, warmup):
     from sam2_scale.config import load_config
     from sam2_scale.data.mixing import MixedLoader
     from sam2_scale.model import build_sam2
-    from sam2_scale.objective import MultiStepLoss, unroll_clip
+    from sam2_scale.train.engine import TrainingStep
     from sam2_scale.train.optim import LRScheduler, build_optimizer
 
     cfg = load_config(config_path)
@@ -88,15 +88,13 @@ def bare_loop(config_path, warmup):
     torch.manual_seed(cfg.train.seed + 1)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = LRScheduler(optimizer, cfg.optim)
-    loss_fn = MultiStepLoss(cfg.loss)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
+    forward = TrainingStep(model, cfg, rank=0)  # prompts, unroll and loss, as the trainer's engines run them
     times = []
     data = iter(MixedLoader(cfg.data, steps_per_epoch=cfg.train.steps_per_epoch))
-    for _ in range(cfg.optim.total_steps):
+    for step in range(cfg.optim.total_steps):
         start = time.perf_counter()
         batch = next(data)
-        outputs, _ = unroll_clip(model, batch, gen, cfg.prompts)
-        loss_fn(outputs, batch.masks)["core_loss"].backward()
+        forward(batch, step)["core_loss"].backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], cfg.train.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -161,7 +159,7 @@ def main():
                 cfg_path = config(root, args, out_dir, **train)
                 if "checkpointing" in name:
                     text = yaml.safe_load(cfg_path.read_text())
-                    text["model"]["activation_checkpointing"] = True
+                    text["model"]["activation_checkpointing"] = ["hiera", "memory_attention"]
                     cfg_path.write_text(yaml.safe_dump(text))
                 samples[name].append(trainer_run(cfg_path, out_dir, env))
                 print(name, repeat, samples[name][-1], flush=True)

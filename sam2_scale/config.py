@@ -12,6 +12,7 @@ import yaml
 
 from .data.streams import DataConfig
 from .eval import EvalConfig
+from .model import CHECKPOINT_REGIONS
 from .objective.loss import LossConfig
 from .objective.prompts import PromptConfig
 from .train.optim import OptimConfig
@@ -26,7 +27,10 @@ class ModelConfig:
     size: str = "tiny"
     image_size: int = 1024
     drop_path_rate: float = 0.1
-    activation_checkpointing: bool = False
+    # Regions recomputed in backward instead of keeping their activations: any of hiera,
+    # memory_attention (the memory-heavy, FLOP-heavy blocks), heads, memory_encoder (each pass
+    # of the SAM heads / memory encoder: launch-bound, cheap to recompute in FLOPs, costly in launches).
+    activation_checkpointing: list = field(default_factory=list)
     init_checkpoint: str = ""  # a Meta-format .pt to start from ("" = random init)
 
 
@@ -40,7 +44,8 @@ class TrainConfig:
     grad_clip: float = 0.1  # max total grad norm (0 = no clipping)
     max_nonfinite_steps: int = 10  # stop after this many skipped (NaN/inf) steps in a row
     ema_decay: float = 0.0  # EMA of the weights (0 = off), e.g. 0.9999
-    compile: bool = False  # torch.compile each Hiera block and memory-attention layer
+    compile: bool = False  # torch.compile regions: Hiera blocks, memory-attention layers, SAM heads, memory encoder, loss
+    compile_backend: str = "inductor"  # inductor (generates kernels) | aot_eager (traces only: for debugging)
     fsdp_reshard_after_forward: bool = True
     seed: int = 0  # weights init, dropout / drop-path, prompt simulation
     steps_per_epoch: int = 1000  # the data loader reseeds its shard draws every epoch
@@ -141,6 +146,7 @@ CHOICES = {
     ("wandb", "mode"): ("online", "offline", "disabled"),
     ("optim", "schedule"): ("cosine", "constant", "rsqrt"),
     ("model", "size"): ("tiny", "small", "base_plus", "large"),
+    ("train", "compile_backend"): ("inductor", "aot_eager", "eager"),
 }
 
 
@@ -149,6 +155,10 @@ def _check_choices(cfg):
         value = getattr(getattr(cfg, section, None), key, None)
         if value is not None and value not in allowed:
             raise ConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(allowed)}")
+    regions = getattr(getattr(cfg, "model", None), "activation_checkpointing", [])
+    unknown = [r for r in regions if r not in CHECKPOINT_REGIONS]
+    if unknown:
+        raise ConfigError(f"model.activation_checkpointing: {unknown} not among {', '.join(CHECKPOINT_REGIONS)}")
 
 
 def load_config(path=None, overrides=(), schema=Config):

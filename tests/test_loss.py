@@ -4,10 +4,36 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from sam2_scale.objective.loss import LossConfig, MultiStepLoss, actual_iou, dice_per_mask, focal_per_mask
+from sam2_scale.objective.loss import LossConfig, MultiStepLoss, mask_losses
 
 BIG = 50.0  # a logit whose sigmoid is 1 (or 0) in fp32
+
+
+def focal_per_mask(logits, targets, alpha, gamma):
+    return mask_losses(logits, targets, alpha, gamma)[0]
+
+
+def dice_per_mask(logits, targets):
+    return mask_losses(logits, targets)[1]
+
+
+def actual_iou(logits, targets):
+    return mask_losses(logits, targets)[2]
+
+
+def plain_focal_and_dice(logits, targets, alpha, gamma):
+    """The textbook formulas, differentiated by autograd: the oracle of the fused backward."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    focal = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        focal = (alpha * targets + (1 - alpha) * (1 - targets)) * focal
+    numerator = 2 * (prob * targets).flatten(2).sum(-1)
+    denominator = prob.flatten(2).sum(-1) + targets.flatten(2).sum(-1)
+    return focal.flatten(2).mean(-1), 1 - (numerator + 1) / (denominator + 1)
 
 
 def frame(masks_per_step, ious_per_step, obj_per_step):
@@ -23,7 +49,7 @@ def test_focal_on_one_pixel():
     got = focal_per_mask(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), alpha=0.25, gamma=2)
     assert got.item() == pytest.approx(0.25 * 0.25 * math.log(2))
     # Target 0 weighs by 1 - alpha = 0.75; averaged over the 2 pixels.
-    got = focal_per_mask(torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 0.0]]]]), alpha=0.25, gamma=2)
+    got = focal_per_mask(torch.zeros(1, 1, 1, 2), torch.tensor([[[[True, False]]]]), alpha=0.25, gamma=2)
     assert got.item() == pytest.approx((0.25 + 0.75) * 0.25 * math.log(2) / 2)
 
 
@@ -67,8 +93,8 @@ def test_best_mask_uses_weighted_focal_plus_dice():
     masks = torch.stack([a, b, a])[None]
     loss = MultiStepLoss(LossConfig(weight_mask=20, weight_dice=1))
     out = loss([frame([masks], [torch.zeros(1, 3)], [torch.zeros(1, 1)])], target[None])
-    f = focal_per_mask(masks, target.float()[None].expand_as(masks), 0.25, 2)[0]
-    d = dice_per_mask(masks, target.float()[None].expand_as(masks))[0]
+    f = focal_per_mask(masks, target[None], 0.25, 2)[0]
+    d = dice_per_mask(masks, target[None])[0]
     best = int(torch.argmin(20 * f + d))
     assert out["loss_mask"].item() == pytest.approx(f[best].item(), rel=1e-6)
     assert out["loss_dice"].item() == pytest.approx(d[best].item(), rel=1e-6)
@@ -93,7 +119,7 @@ def test_sums_over_steps_and_frames_and_normalises_by_objects():
     # By hand: sum over frames and steps of per-object terms, divided by the 3 objects.
     want_mask = 0.0
     for t, n_steps in ((0, 3), (1, 1)):
-        target = gt[t].float().unsqueeze(1)
+        target = gt[t].unsqueeze(1)
         present = target.flatten(1).any(1).float()
         for s in range(n_steps):
             want_mask += (focal_per_mask(steps[s], target, 0.25, 2)[:, 0] * present).sum().item() / 3
@@ -108,3 +134,32 @@ def test_frame_count_mismatch_is_an_error():
         MultiStepLoss()(
             [frame([torch.zeros(1, 1, 2, 2)], [torch.zeros(1, 1)], [torch.zeros(1, 1)])], torch.zeros(2, 1, 2, 2).bool()
         )
+
+
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 2.0), (0.25, 0.0), (0.5, 1.5)])
+def test_fused_mask_losses_equal_the_plain_formulas_with_gradients(alpha, gamma):
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 2, 5, 7, generator=gen, dtype=torch.float64) * 4).requires_grad_()
+    targets = torch.rand(3, 1, 5, 7, generator=gen) > 0.5
+    weights = torch.rand(2, 3, 2, generator=gen, dtype=torch.float64)
+    focal, dice, _ = mask_losses(logits, targets, alpha, gamma)
+    (weights[0] * focal + weights[1] * dice).sum().backward()
+    fused_grad = logits.grad.clone()
+    logits.grad = None
+    plain_focal, plain_dice = plain_focal_and_dice(logits, targets.double().expand_as(logits), alpha, gamma)
+    (weights[0] * plain_focal + weights[1] * plain_dice).sum().backward()
+    torch.testing.assert_close(focal, plain_focal.detach())
+    torch.testing.assert_close(dice, plain_dice.detach())
+    torch.testing.assert_close(fused_grad, logits.grad)
+
+
+def test_fused_mask_losses_keep_only_the_logits_for_backward():
+    """What autograd holds between forward and backward: the logits and the bool targets, not
+    the (N, M, H, W) intermediates of the elementwise formulas."""
+    logits = torch.randn(2, 3, 64, 64, requires_grad=True)
+    targets = torch.rand(2, 1, 64, 64) > 0.5
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        focal, dice, _ = mask_losses(logits, targets)
+    big = [t for t in saved if t.numel() >= logits.numel() // 3]
+    assert len(big) == 2 and sum(t.element_size() * t.numel() for t in big) <= logits.numel() * 4 + targets.numel()

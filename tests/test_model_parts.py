@@ -103,20 +103,31 @@ def test_axial_rope_gives_relative_position_scores():
     assert qr[tok(1, 0), :2].tolist() == pytest.approx([q0 * c - q1 * s, q0 * s + q1 * c], abs=1e-5)
 
 
-def test_rope_cross_attention_repeats_table_and_skips_pointer_tokens():
+def test_rope_memory_attention_rotates_frames_and_skips_pointer_tokens():
     torch.manual_seed(0)
-    attn = RoPEAttention(16, num_heads=1, kv_in_dim=4, rope_k_repeat=True).eval()
+    attn = RoPEAttention(16, num_heads=1, kv_in_dim=4).eval()
     q = torch.randn(1, 16, 16)  # a 4x4 grid
-    mem = torch.randn(1, 2 * 16 + 3, 4)  # two memory frames and 3 pointer tokens
-    out = attn(q, mem, mem, num_k_exclude_rope=3)
+    frames = torch.randn(1, 2, 16, 4)  # two memory frames of that grid
+    ptrs = torch.randn(1, 3, 4)  # 3 pointer tokens
+    out = attn.attend_memory(q, frames, frames, ptrs, ptrs)
     assert out.shape == (1, 16, 16)
     # Pointer tokens are position-free: permuting them leaves the output unchanged.
-    perm = torch.cat([mem[:, :32], mem[:, 32:].flip(1)], dim=1)
-    assert torch.allclose(attn(q, perm, perm, num_k_exclude_rope=3), out, atol=1e-6)
+    flipped = ptrs.flip(1)
+    torch.testing.assert_close(attn.attend_memory(q, frames, frames, flipped, flipped), out, atol=1e-6, rtol=0)
     # Frame tokens are not: swapping two grid tokens of a frame changes the output.
-    swap = mem.clone()
-    swap[:, [0, 5]] = swap[:, [5, 0]]
-    assert not torch.allclose(attn(q, swap, swap, num_k_exclude_rope=3), out, atol=1e-4)
+    swap = frames.clone()
+    swap[:, 0, [0, 5]] = swap[:, 0, [5, 0]]
+    assert not torch.allclose(attn.attend_memory(q, swap, swap, ptrs, ptrs), out, atol=1e-4)
+    # Both frames are rotated alike: with no pointers, it is attention over their concatenation
+    # with every frame rotated by the grid's table.
+    table = attn.rope_table_for(16, "cpu")
+    k = attn.k_proj(frames).reshape(1, 2, 16, 1, 16).permute(0, 3, 1, 2, 4)
+    k_rot = torch.cat([apply_axial_rope(k[:, :, i], table) for i in range(2)], dim=2)
+    v = attn.v_proj(frames).reshape(1, 32, 1, 16).transpose(1, 2)
+    q_rot = apply_axial_rope(attn.q_proj(q).reshape(1, 16, 1, 16).transpose(1, 2), table)
+    want = attn.out_proj(torch.nn.functional.scaled_dot_product_attention(q_rot, k_rot, v).transpose(1, 2).reshape(1, 16, 16))
+    no_ptrs = torch.zeros(1, 0, 4)
+    torch.testing.assert_close(attn.attend_memory(q, frames, frames, no_ptrs, no_ptrs), want)
 
 
 def test_layernorm2d_is_channel_layernorm():

@@ -2,11 +2,14 @@
 
 from collections import Counter
 
+import numpy as np
 import torch
 
 from sam2_scale.objective.prompts import (
+    PixelNoise,
     PromptConfig,
     mask_to_box,
+    micro_batch_seeds,
     sample_box_prompt,
     sample_click_from_error,
     sample_scenario,
@@ -14,16 +17,20 @@ from sam2_scale.objective.prompts import (
 
 
 def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def noise(seed, num_objects):
+    return PixelNoise(seed, [num_objects], "cpu")
 
 
 def random_masks(b, h, w, seed):
-    g = gen(seed)
+    g = torch.Generator().manual_seed(seed)
     return torch.rand(b, 1, h, w, generator=g) > 0.6
 
 
 def test_clicks_land_in_the_error_region_with_the_right_label():
-    g = gen(1)
+    g = noise(1, 4)
     for seed in range(20):
         gt, pred = random_masks(4, 9, 7, seed), random_masks(4, 9, 7, seed + 100)
         points, labels = sample_click_from_error(gt, pred, g)
@@ -39,7 +46,7 @@ def test_clicks_are_uniform_over_the_error_region():
     gt[..., :3] = True
     pred = torch.zeros_like(gt)
     pred[..., 0] = True  # errors: pixels 1, 2 (missed) and none else
-    g = gen(2)
+    g = noise(2, 1)
     counts = Counter(int(sample_click_from_error(gt, pred, g)[0][0, 0, 0]) for _ in range(600))
     assert set(counts) == {1, 2}
     assert abs(counts[1] - counts[2]) < 100
@@ -49,11 +56,11 @@ def test_no_prediction_clicks_inside_gt_and_perfect_prediction_clicks_background
     gt = random_masks(3, 8, 8, 5)
     gt[:, :, 0, 0] = True
     gt[:, :, 7, 7] = False
-    points, labels = sample_click_from_error(gt, None, gen(3))
+    points, labels = sample_click_from_error(gt, None, noise(3, 3))
     for i in range(3):
         x, y = int(points[i, 0, 0]), int(points[i, 0, 1])
         assert gt[i, 0, y, x] and labels[i, 0] == 1
-    points, labels = sample_click_from_error(gt, gt.clone(), gen(3))
+    points, labels = sample_click_from_error(gt, gt.clone(), noise(3, 3))
     for i in range(3):
         x, y = int(points[i, 0, 0]), int(points[i, 0, 1])
         assert not gt[i, 0, y, x] and labels[i, 0] == 0
@@ -64,9 +71,9 @@ def test_mask_to_box_and_jittered_box_bounds():
     masks[0, 0, 10:20, 5:45] = True
     masks[1, 0, 0:50, 30:31] = True
     assert mask_to_box(masks).tolist() == [[5, 10, 44, 19], [30, 0, 30, 49]]
-    g = gen(4)
+    g = noise(4, 2)
     for _ in range(50):
-        corners, labels = sample_box_prompt(masks, g, noise=0.1, noise_bound=20)
+        corners, labels = sample_box_prompt(masks, g, box_noise=0.1, noise_bound=20)
         assert labels.tolist() == [[2, 3], [2, 3]]
         box = corners.reshape(2, 4)
         # Object 0: width 39 -> |dx| <= 3.9; height 9 -> |dy| <= 0.9.
@@ -78,7 +85,7 @@ def test_mask_to_box_and_jittered_box_bounds():
 def test_scenario_probabilities_and_structure():
     cfg = PromptConfig()
     g = gen(6)
-    kinds, inits, corrects = Counter(), Counter(), Counter()
+    kinds, inits, corrects, from_gt = Counter(), Counter(), Counter(), []
     for _ in range(2000):
         s = sample_scenario(8, cfg, g)
         assert s.init_cond_frames[0] == 0 and len(set(s.init_cond_frames)) == len(s.init_cond_frames)
@@ -88,6 +95,10 @@ def test_scenario_probabilities_and_structure():
             assert s.frames_to_correct[: len(s.init_cond_frames)] == s.init_cond_frames
             assert len(s.init_cond_frames) <= len(s.frames_to_correct) <= 2
             corrects[len(s.frames_to_correct)] += 1
+            assert sorted(s.click_from_gt) == sorted(s.frames_to_correct)
+            for flags in s.click_from_gt.values():
+                assert len(flags) == cfg.num_correction_pt_per_frame
+                from_gt.extend(flags)
         else:
             assert s.frames_to_correct == []
         order = s.processing_order
@@ -97,6 +108,8 @@ def test_scenario_probabilities_and_structure():
     assert abs(kinds["click"] / 2000 - 0.25) < 0.04 and abs(kinds["box"] / 2000 - 0.25) < 0.04
     assert abs(inits[1] / 2000 - 0.5) < 0.04
     assert corrects[1] > 0 and corrects[2] > 0
+    # 10 % of correction clicks are sampled as if nothing had been predicted.
+    assert abs(np.mean(from_gt) - cfg.prob_to_sample_from_gt) < 0.02
 
 
 def test_single_frame_is_image_training():
@@ -110,3 +123,21 @@ def test_same_seed_same_scenarios():
     a = [sample_scenario(8, PromptConfig(), g) for g in [gen(9)] for _ in range(20)]
     b = [sample_scenario(8, PromptConfig(), g) for g in [gen(9)] for _ in range(20)]
     assert a == b
+
+
+def test_micro_batch_seeds_share_the_scenario_and_not_the_pixels():
+    a0, p0 = micro_batch_seeds(0, 7, rank=0)
+    a1, p1 = micro_batch_seeds(0, 7, rank=1)
+    assert a0 == a1 and p0 != p1
+    assert micro_batch_seeds(0, 8, rank=0)[0] != a0 and micro_batch_seeds(1, 7, rank=0)[0] != a0
+    assert micro_batch_seeds(0, 7, rank=0) == (a0, p0), "derived, so a resumed run draws the same"
+
+
+def test_pixel_noise_of_a_clip_does_not_depend_on_its_batch_mates():
+    alone = PixelNoise(5, [2], "cpu").uniform(3)
+    together = PixelNoise(5, [2, 4], "cpu").uniform(3)
+    assert together.shape == (6, 3)
+    assert torch.equal(together[:2], alone)
+    second = PixelNoise(5, [0, 4], "cpu").uniform(3)
+    assert torch.equal(together[2:], second), "clip 1 draws from its own generator, whatever clip 0 holds"
+    assert not torch.equal(together[2:4], alone)

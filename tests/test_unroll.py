@@ -2,15 +2,18 @@
 
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from grads import assert_same_gradients
 from tracking_driver import synthetic_clip
 
 from sam2_scale.data import Batch
-from sam2_scale.model import build_sam2
-from sam2_scale.objective import LossConfig, MultiStepLoss, PromptConfig, unroll_clip
+from sam2_scale.model import build_sam2, set_activation_checkpointing
+from sam2_scale.objective import LossConfig, MultiStepLoss, PromptConfig, sample_scenario, unroll_clip
+from sam2_scale.objective.prompts import ClipScenario, PixelNoise, micro_batch_seeds
 from sam2_scale.train.optim import OptimConfig, build_optimizer
 
 
@@ -19,11 +22,19 @@ def clip_batch(num_frames, num_objects, size, seed=0):
     return Batch.from_clip(frames, masks[:, :, 0])
 
 
+def unroll(model, batch, seed, cfg=None):
+    """The unroll under the scenario and pixel noise of micro-batch `seed` (rank 0)."""
+    cfg = cfg or PromptConfig()
+    scenario_seed, pixel_seed = micro_batch_seeds(0, seed, 0)
+    scenario = sample_scenario(batch.num_frames, cfg, np.random.default_rng(scenario_seed))
+    return unroll_clip(model, batch, scenario, PixelNoise(pixel_seed, batch.objects_per_clip, "cpu"), cfg), scenario
+
+
 def test_one_frame_is_image_training():
     torch.manual_seed(0)
     model = build_sam2("tiny", image_size=128).train()
     batch = clip_batch(1, 2, 128)
-    outs, scenario = unroll_clip(model, batch, torch.Generator().manual_seed(0))
+    outs, scenario = unroll(model, batch, 0)
     assert scenario.use_pt_input and scenario.frames_to_correct == [0]
     (out,) = outs
     steps = out["multistep_pred_multimasks_high_res"]
@@ -42,10 +53,9 @@ def test_video_unroll_structure_and_memory_use():
     torch.manual_seed(0)
     model = build_sam2("tiny", image_size=128).train()
     batch = clip_batch(4, 2, 128)
-    g = torch.Generator().manual_seed(3)
     seen_points = False
-    for _ in range(4):
-        outs, scenario = unroll_clip(model, batch, g)
+    for seed in range(4):
+        outs, scenario = unroll(model, batch, seed)
         assert len(outs) == 4
         for t, out in enumerate(outs):
             n_steps = len(out["multistep_pred_ious"])
@@ -61,7 +71,7 @@ def test_frozen_modules_get_no_gradient_and_no_optimizer_state():
     model = build_sam2("tiny", image_size=128).train()
     opt = build_optimizer(model, OptimConfig(frozen=["image_encoder.*"], base_lr=1e-4))
     batch = clip_batch(2, 1, 128)
-    outs, _ = unroll_clip(model, batch, torch.Generator().manual_seed(0))
+    outs, _ = unroll(model, batch, 0)
     MultiStepLoss()(outs, batch.masks)["core_loss"].backward()
     opt.step()
     for name, p in model.named_parameters():
@@ -82,7 +92,7 @@ def test_loss_decreases_over_30_steps_on_a_fixed_clip():
     losses = []
     for _ in range(30):
         # The same prompts every step, so that the objective itself is fixed.
-        outs, _ = unroll_clip(model, batch, torch.Generator().manual_seed(1))
+        outs, _ = unroll(model, batch, 1)
         loss = loss_fn(outs, batch.masks)["core_loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -97,13 +107,14 @@ def _rank_main(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    torch.manual_seed(100 + rank)  # ranks differ in everything but the prompt generator
+    torch.manual_seed(100 + rank)  # ranks differ in everything but the scenario seeds
     model = build_sam2("tiny", image_size=128).train()
     batch = clip_batch(3, 1 + rank, 128, seed=rank)  # different data and object counts per rank
-    g = torch.Generator().manual_seed(42)
     record = []
-    for _ in range(3):
-        outs, scenario = unroll_clip(model, batch, g)
+    for k in range(3):
+        scenario_seed, pixel_seed = micro_batch_seeds(0, k, rank)
+        scenario = sample_scenario(3, PromptConfig(), np.random.default_rng(scenario_seed))
+        outs = unroll_clip(model, batch, scenario, PixelNoise(pixel_seed, batch.objects_per_clip, "cpu"))
         losses = MultiStepLoss()(outs, batch.masks)
         record.append((scenario.init_cond_frames, scenario.frames_to_correct, scenario.prompt_kind, scenario.use_pt_input))
     gathered = [None] * world
@@ -131,7 +142,7 @@ def unused_port():
 
 def test_loss_normaliser_is_the_mean_object_count_across_ranks(tmp_path, unused_port):
     mp.spawn(_normaliser_main, args=(2, unused_port, str(tmp_path)), nprocs=2, join=True)
-    assert torch.load(tmp_path / "n.pt") == [1.5, 1.5]
+    assert [float(n) for n in torch.load(tmp_path / "n.pt")] == [1.5, 1.5]
 
 
 def _normaliser_main(rank, world, port, out_dir):
@@ -166,17 +177,63 @@ def test_prompt_config_values_are_the_reference_ones(reference_hparams):
     assert (lc.focal_alpha, lc.focal_gamma) == (loss["focal_alpha"], loss["focal_gamma"])
 
 
-def test_checkpointed_correction_steps_give_identical_loss_and_grads():
+@pytest.mark.parametrize("regions", [["heads", "memory_encoder"], ["hiera", "memory_attention"]])
+def test_checkpointed_regions_give_identical_loss_and_grads(regions):
     torch.manual_seed(0)
     model = build_sam2("tiny", image_size=128).train()
-    batch = clip_batch(1, 2, 128)
+    batch = clip_batch(3, 2, 128)
     results = []
-    for ckpt in (False, True):
-        torch.manual_seed(5)  # the same drop-path draws in both runs
-        outs, _ = unroll_clip(model, batch, torch.Generator().manual_seed(2), checkpoint_correction_steps=ckpt)
+    for setting in ([], regions):
+        set_activation_checkpointing(model, setting)
+        torch.manual_seed(5)  # the same dropout and drop-path draws in both runs
+        outs, scenario = unroll(model, batch, 2)
         loss = MultiStepLoss()(outs, batch.masks)["core_loss"]
         model.zero_grad(set_to_none=True)
         loss.backward()
-        results.append((loss.item(), model.sam_mask_decoder.iou_token.weight.grad.clone()))
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.item(), grads))
+    assert scenario.use_pt_input, "corrections run the heads again: the case checkpointing must get right"
     assert results[0][0] == results[1][0]
-    torch.testing.assert_close(results[0][1], results[1][1])
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, msg=name)
+
+
+def test_batched_clips_equal_clips_one_by_one():
+    """Two clips in one unroll give each clip's outputs and, summed, its gradients, as when the
+    clips run alone under the same prompts (per-clip pixel noise)."""
+    torch.manual_seed(0)
+    model = build_sam2("tiny", image_size=128, drop_path_rate=0.0).train()
+    for module in model.modules():  # dropout draws would differ between the two layouts
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for module in model.memory_attention.modules():
+        if hasattr(module, "dropout_p"):
+            module.dropout_p = 0.0
+    clips = [clip_batch(4, 2, 128, seed=1), clip_batch(4, 1, 128, seed=2)]
+    idx = torch.stack([torch.arange(4)[:, None].expand(4, 3), torch.tensor([0, 0, 1]).expand(4, 3)], dim=-1)
+    batched = Batch(torch.cat([c.frames for c in clips], dim=1), torch.cat([c.masks for c in clips], dim=1), idx, [2, 1])
+    scenario = ClipScenario(4, True, [0, 2], frames_to_correct=[0, 2, 3], prompt_kind={0: "click", 2: "box"})
+    scenario.click_from_gt = {0: [False] * 6 + [True], 2: [True] + [False] * 6, 3: [False] * 7}
+    cfg = PromptConfig(num_frames_to_correct=3)
+    loss_fn = MultiStepLoss()
+
+    def run(batch, counts_before):
+        # Clip b draws from generator b of seed 9; alone, clip 1 is preceded by an empty clip 0.
+        noise = PixelNoise(9, counts_before + batch.objects_per_clip, "cpu")
+        outs = unroll_clip(model, batch, scenario, noise, cfg)
+        model.zero_grad(set_to_none=True)
+        losses = loss_fn(outs, batch.masks)
+        (losses["core_loss"] * batch.num_objects).backward()  # undo the per-object normalisation
+        return outs, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    outs_b, grads_b = run(batched, [])
+    outs_0, grads_0 = run(clips[0], [])
+    outs_1, grads_1 = run(clips[1], [0])
+    keys = ("pred_masks_high_res", "maskmem_features")
+    for t in range(4):
+        for key in keys:
+            torch.testing.assert_close(outs_b[t][key], torch.cat([outs_0[t][key], outs_1[t][key]]), msg=f"frame {t} {key}")
+        for step, (a, b0, b1) in enumerate(zip(*(o[t]["multistep_pred_multimasks_high_res"] for o in (outs_b, outs_0, outs_1)))):
+            torch.testing.assert_close(a, torch.cat([b0, b1]), msg=f"frame {t} step {step}")
+    assert_same_gradients(grads_b, {name: grads_0[name] + grads_1[name] for name in grads_0})

@@ -18,11 +18,13 @@ def _worker_init(_):
 
 
 class MixedLoader:
-    def __init__(self, data_cfg, steps_per_epoch, state=None):
+    def __init__(self, data_cfg, steps_per_epoch, state=None, pin_memory=False):
+        """pin_memory: hand out batches in page-locked memory (for asynchronous copies to a GPU)."""
         if not data_cfg.datasets:
             raise ValueError("no datasets configured (data.datasets is empty)")
         self.cfg = data_cfg
         self.steps_per_epoch = steps_per_epoch
+        self.pin_memory = pin_memory
         weights = np.array([d.weight for d in data_cfg.datasets], dtype=np.float64)
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"dataset weights must be >= 0 and not all 0, got {weights.tolist()}")
@@ -75,7 +77,7 @@ class MixedLoader:
                     previous = self.positions[name].get(clip["worker"], -1)
                     self.positions[name][clip["worker"]] = max(previous, clip["draw"])
             self.batches_taken[name] += 1
-            batch = collate_clips(clips, dataset=name)
+            batch = collate_clips(clips, dataset=name, pin_memory=self.pin_memory)
             self.skipped += batch.metadata["skipped"]
             self.step += 1
             yield batch

@@ -11,6 +11,7 @@ pixels straight from the source resolution. The affine is drawn in source pixel 
 the reference applies it before resizing, so the geometry equals the reference's.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -93,9 +94,16 @@ def _gray_mean(img, weights):
 
 def normalize_frames(frames):
     """uint8 (..., 3, H, W) -> float, normalised with the ImageNet mean and std."""
-    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=frames.device).view(3, 1, 1)
+    mean, std = _imagenet_stats(frames.device)
     return frames.float().div_(255).sub_(mean).div_(std)
+
+
+@functools.lru_cache(maxsize=8)
+def _imagenet_stats(device):
+    # Built once per device: a tensor made from Python numbers is a blocking copy to a GPU.
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+    return mean, std
 
 
 class ClipAugment:

@@ -2,12 +2,13 @@
 
 from .checkpoint_io import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .sam2 import SAM2Base
-from .sizes import NUM_PARAMETERS, SIZES, build_sam2, set_activation_checkpointing
+from .sizes import CHECKPOINT_REGIONS, NUM_PARAMETERS, SIZES, build_sam2, set_activation_checkpointing
 
 __all__ = [
     "SAM2Base",
     "build_sam2",
     "set_activation_checkpointing",
+    "CHECKPOINT_REGIONS",
     "load_checkpoint",
     "save_checkpoint",
     "CheckpointMismatchError",

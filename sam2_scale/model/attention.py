@@ -48,18 +48,21 @@ class Attention(nn.Module):
 class RoPEAttention(Attention):
     """Attention with 2-D axial RoPE on queries and keys.
 
-    Queries are a square grid of tokens. Keys may be several frames of that grid
-    (`rope_k_repeat`), followed by `num_k_exclude_rope` tokens (object pointers) that have no
-    position on the grid and are not rotated.
+    Queries are a square grid of tokens. `forward` attends to keys on that grid;
+    `attend_memory` to several frames of it plus tokens with no position on the grid (object
+    pointers), which are not rotated.
     """
 
-    def __init__(self, *args, rope_theta=10000.0, rope_k_repeat=False, **kwargs):
+    def __init__(self, *args, rope_theta=10000.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
-        self.rope_k_repeat = rope_k_repeat
         self._rope_tables = {}  # (num tokens, device) -> table; not part of the state dict
 
-    def _rope_table(self, num_tokens, device):
+    def rope_table_for(self, num_tokens, device):
+        """The rotations of a square grid of `num_tokens` tokens (cached).
+
+        Compiled callers look it up outside their graph and pass it in, so that a cache miss
+        is never a guard of the graph."""
         key = (num_tokens, str(device))
         if key not in self._rope_tables:
             side = math.isqrt(num_tokens)
@@ -69,16 +72,29 @@ class RoPEAttention(Attention):
             self._rope_tables[key] = axial_rope_table(head_dim, side, side, self.rope_theta, device)
         return self._rope_tables[key]
 
-    def forward(self, q, k, v, num_k_exclude_rope=0):
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k))
-        v = self._split_heads(self.v_proj(v))
-        table = self._rope_table(q.shape[-2], q.device)
-        q = apply_axial_rope(q, table)
-        num_k_rope = k.shape[-2] - num_k_exclude_rope
-        if num_k_rope > 0:
-            if num_k_rope != q.shape[-2] and not self.rope_k_repeat:
-                raise ValueError("keys and queries differ in length; set rope_k_repeat")
-            k_rot = apply_axial_rope(k[:, :, :num_k_rope], table, repeat=num_k_rope // q.shape[-2])
-            k = torch.cat([k_rot, k[:, :, num_k_rope:]], dim=2)
+    def forward(self, q, k, v, rope_table=None):
+        """q, k, v: (B, N, C) tokens of the same grid."""
+        table = rope_table if rope_table is not None else self.rope_table_for(q.shape[-2], q.device)
+        q = apply_axial_rope(self._split_heads(self.q_proj(q)), table)
+        k = apply_axial_rope(self._split_heads(self.k_proj(k)), table)
+        return self._attend(q, k, self._split_heads(self.v_proj(v)))
+
+    def attend_memory(self, q, frame_keys, frame_values, extra_keys, extra_values, rope_table=None):
+        """q: (B, N, C) grid tokens; frame_keys/values: (B, frames, N, kv_in_dim), frames of the
+        same grid (rotated like the queries); extra_keys/values: (B, P, kv_in_dim), not rotated.
+
+        The frame count and P are plain tensor dimensions, so a compiled caller can treat both
+        as dynamic."""
+        table = rope_table if rope_table is not None else self.rope_table_for(q.shape[-2], q.device)
+        q = apply_axial_rope(self._split_heads(self.q_proj(q)), table)
+        b, frames, n, _ = frame_keys.shape
+        heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
+
+        def frame_heads(x):  # (B, frames, N, D) -> (B, heads, frames, N, head_dim)
+            return x.reshape(b, frames, n, heads, head_dim).permute(0, 3, 1, 2, 4)
+
+        k_frames = apply_axial_rope(frame_heads(self.k_proj(frame_keys)), table).flatten(2, 3)
+        v_frames = frame_heads(self.v_proj(frame_values)).flatten(2, 3)
+        k = torch.cat([k_frames, self._split_heads(self.k_proj(extra_keys))], dim=2)
+        v = torch.cat([v_frames, self._split_heads(self.v_proj(extra_values))], dim=2)
         return self._attend(q, k, v)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .attention import RoPEAttention
+from .compile import mark_dynamic
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -16,9 +17,7 @@ class MemoryAttentionLayer(nn.Module):
         self.d_model = d_model
         self.dim_feedforward = dim_feedforward
         self.self_attn = RoPEAttention(d_model, num_heads=1, dropout=dropout, rope_theta=rope_theta)
-        self.cross_attn_image = RoPEAttention(
-            d_model, num_heads=1, dropout=dropout, kv_in_dim=kv_in_dim, rope_theta=rope_theta, rope_k_repeat=True
-        )
+        self.cross_attn_image = RoPEAttention(d_model, num_heads=1, dropout=dropout, kv_in_dim=kv_in_dim, rope_theta=rope_theta)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
@@ -29,15 +28,19 @@ class MemoryAttentionLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, tgt, memory, pos, num_k_exclude_rope=0):
-        """tgt: (B, N, C) current-frame tokens; memory, pos: (B, M, kv_in_dim).
+    def forward(self, tgt, memory, pos, obj_ptrs, obj_ptrs_pos, rope_table):
+        """tgt: (B, N, C) current-frame tokens; memory, pos: (B, frames, N, kv_in_dim) spatial
+        memories; obj_ptrs, obj_ptrs_pos: (B, P, kv_in_dim) object-pointer tokens (P may be 0);
+        rope_table: the grid's RoPE rotations (`RoPEAttention.rope_table_for`).
 
-        Positional encodings reach only the memory keys (2.1 config); queries get RoPE only.
+        Frames and pointers arrive as their own tensor dimensions, never as Python numbers, so a
+        compiled layer can treat their counts as dynamic. Positional encodings reach only the
+        memory keys (2.1 config); queries get RoPE only.
         """
         x = self.norm1(tgt)
-        tgt = tgt + self.dropout1(self.self_attn(x, x, x))
+        tgt = tgt + self.dropout1(self.self_attn(x, x, x, rope_table=rope_table))
         x = self.norm2(tgt)
-        x = self.cross_attn_image(q=x, k=memory + pos, v=memory, num_k_exclude_rope=num_k_exclude_rope)
+        x = self.cross_attn_image.attend_memory(x, memory + pos, memory, obj_ptrs + obj_ptrs_pos, obj_ptrs, rope_table)
         tgt = tgt + self.dropout2(x)
         x = self.linear2(self.dropout(F.relu(self.linear1(self.norm3(tgt)))))
         return tgt + self.dropout3(x)
@@ -53,21 +56,24 @@ class MemoryAttention(nn.Module):
         self.pos_enc_at_input = True
         self.activation_checkpointing = activation_checkpointing
 
-    def forward(self, curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
-        """Sequence-first tensors: curr (N, B, C) or a one-element list of it, memory (M, B, 64).
+    def forward(self, curr, curr_pos, memory, memory_pos, obj_ptrs, obj_ptrs_pos):
+        """curr, curr_pos: (N, B, C) sequence-first current-frame tokens; memory, memory_pos:
+        (B, frames, N, 64) spatial memories; obj_ptrs, obj_ptrs_pos: (B, P, 64) pointer tokens.
 
         Returns the memory-conditioned tokens (N, B, C).
         """
-        if isinstance(curr, list):
-            (curr,), (curr_pos,) = curr, curr_pos
-        if curr.shape[1] != memory.shape[1]:
-            raise ValueError(f"batch of current frame ({curr.shape[1]}) != batch of memory ({memory.shape[1]})")
-        x = curr + 0.1 * curr_pos  # a small dose of absolute position at the input only
-        x, memory, memory_pos = x.transpose(0, 1), memory.transpose(0, 1), memory_pos.transpose(0, 1)
+        if curr.shape[1] != memory.shape[0]:
+            raise ValueError(f"batch of current frame ({curr.shape[1]}) != batch of memory ({memory.shape[0]})")
+        x = (curr + 0.1 * curr_pos).transpose(0, 1)  # a small dose of absolute position at the input only
+        # Both attentions of every layer rotate by the same grid's table (1 head of 256 dims).
+        rope_table = self.layers[0].self_attn.rope_table_for(curr.shape[0], curr.device)
+        # Objects, memory frames and pointer tokens vary from frame to frame and clip to clip.
+        inputs = (*(mark_dynamic(t, 0, 1) for t in (memory, memory_pos, obj_ptrs, obj_ptrs_pos)), rope_table)
         use_ckpt = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
+            mark_dynamic(x, 0)
             if use_ckpt:
-                x = checkpoint(layer, x, memory, memory_pos, num_obj_ptr_tokens, use_reentrant=False)
+                x = checkpoint(layer, x, *inputs, use_reentrant=False)
             else:
-                x = layer(x, memory, memory_pos, num_obj_ptr_tokens)
+                x = layer(x, *inputs)
         return self.norm(x).transpose(0, 1)

@@ -67,6 +67,7 @@ class PositionEmbeddingRandom(nn.Module):
     def __init__(self, num_pos_feats=128):
         super().__init__()
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, num_pos_feats))
+        self._dense_cache = {}
 
     def _encode(self, coords):
         proj = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
@@ -74,19 +75,34 @@ class PositionEmbeddingRandom(nn.Module):
         return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
     def forward(self, size):
-        """Dense encoding of an (h, w) grid at cell centres: (C, h, w)."""
-        h, w = size
-        device = self.positional_encoding_gaussian_matrix.device
-        ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
-        xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
-        grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)
-        return self._encode(grid).permute(2, 0, 1)
+        """Dense encoding of an (h, w) grid at cell centres: (C, h, w).
+
+        It depends only on the (fixed) Gaussian matrix, so it is cached until that buffer
+        changes (a checkpoint load) or the autocast setting the matmul runs under does.
+        """
+        gaussian = self.positional_encoding_gaussian_matrix
+        device = gaussian.device
+        autocast = device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)
+        autocast = autocast and torch.get_autocast_dtype(device.type)
+        key = (tuple(size), str(device), gaussian.dtype, gaussian._version, gaussian.data_ptr(), autocast)
+        cache = self._dense_cache
+        if key not in cache:
+            cache.clear()
+            with torch.no_grad():
+                h, w = size
+                ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
+                xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
+                grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)
+                cache[key] = self._encode(grid).permute(2, 0, 1)
+        return cache[key]
 
     def forward_with_coords(self, coords, image_size):
         """Encode pixel coordinates (B, N, 2) in (x, y) order for an image of (H, W)."""
         h, w = image_size
-        scale = torch.tensor([w, h], dtype=torch.float32, device=coords.device)
-        return self._encode(coords.float() / scale)
+        coords = coords.float()
+        # Python scalars, not a tensor of (w, h): no host-to-device copy on every decoder pass.
+        scaled = coords / w if w == h else torch.stack((coords[..., 0] / w, coords[..., 1] / h), dim=-1)
+        return self._encode(scaled)
 
 
 def sine_1d(positions, dim, temperature=10000):
@@ -97,26 +113,24 @@ def sine_1d(positions, dim, temperature=10000):
 
 
 def axial_rope_table(head_dim, width, height, theta=10000.0, device=None):
-    """Complex rotations (width*height, head_dim/2) for a row-major (height, width) grid.
+    """Rotations (width*height, head_dim/2, 2) as (cos, sin) for a row-major (height, width) grid.
 
-    The first half of the complex pairs rotates with the token's x, the second with its y.
+    The first half of the channel pairs rotates with the token's x, the second with its y.
+    Real, not complex: compiled kernels (inductor) generate no code for complex arithmetic.
     """
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim))
     t = torch.arange(width * height, dtype=torch.float32, device=device)
     t_x = t % width
     t_y = torch.div(t, width, rounding_mode="floor")
     angles = torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
-def apply_axial_rope(x, table, repeat=1):
-    """Rotate adjacent channel pairs of x (B, heads, N, head_dim) by `table`.
-
-    `repeat > 1` tiles the table along the sequence, for keys that hold several memory
-    frames of the same grid. Computed in fp32, returned in x's dtype.
-    """
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    if repeat > 1:
-        table = table.repeat(repeat, 1)
-    out = torch.view_as_real(xc * table).flatten(-2)
-    return out.type_as(x)
+def apply_axial_rope(x, table):
+    """Rotate adjacent channel pairs of x (..., N, head_dim) by `table` (N, head_dim/2, 2), which
+    broadcasts over the leading dims (batch, heads, memory frames). Computed in fp32, returned
+    in x's dtype."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    cos, sin = table[..., 0], table[..., 1]
+    return torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2).type_as(x)

@@ -2,6 +2,7 @@
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import LayerNorm2d
 from .position import PositionEmbeddingRandom
@@ -43,11 +44,11 @@ class PromptEncoder(nn.Module):
             coords = torch.cat([coords, coords.new_zeros(coords.shape[0], 1, 2)], dim=1)
             labels = torch.cat([labels, -torch.ones(labels.shape[0], 1, device=labels.device, dtype=labels.dtype)], dim=1)
         emb = self.pe_layer.forward_with_coords(coords, self.input_image_size)
-        labels = labels.unsqueeze(-1)
-        emb = torch.where(labels == PAD_LABEL, torch.zeros_like(emb) + self.not_a_point_embed.weight, emb)
-        for label, table in enumerate(self.point_embeddings):
-            emb = torch.where(labels == label, emb + table.weight, emb)
-        return emb
+        # One lookup for every label (row 0: padding, rows 1-4: labels 0-3) instead of a pass per
+        # label; padding points carry no position encoding.
+        tables = torch.cat([self.not_a_point_embed.weight] + [e.weight for e in self.point_embeddings])
+        label_emb = F.embedding(labels.long() + 1, tables)
+        return torch.where(labels.unsqueeze(-1) == PAD_LABEL, 0.0, emb) + label_emb
 
     def _embed_boxes(self, boxes):
         corners = self.pe_layer.forward_with_coords((boxes + 0.5).reshape(-1, 2, 2), self.input_image_size)

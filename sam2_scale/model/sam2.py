@@ -9,9 +9,13 @@ Shapes: after the image encoder the batch dimension is *objects* (each object ca
 of its frame's features). "Sequence-first" tensors are (H*W, B, C).
 """
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
+from .compile import mark_dynamic
 from .layers import MLP, downsample_antialias, trunc_normal_, upsample_bilinear
 from .mask_decoder import MaskDecoder
 from .position import sine_1d
@@ -43,6 +47,19 @@ def select_closest_cond_frames(frame_idx, cond_frame_outputs, max_cond_frame_num
     return selected, unselected
 
 
+class SamOutputs(NamedTuple):
+    """One pass of the SAM heads (prompt encoder + mask decoder). A tuple, so code written for
+    the reference's 7-tuple keeps working."""
+
+    low_res_multimasks: torch.Tensor  # (B, M, S/4, S/4) logits, M = 3 or 1
+    high_res_multimasks: torch.Tensor  # (B, M, S, S)
+    ious: torch.Tensor  # (B, M) predicted IoU
+    low_res_masks: torch.Tensor  # (B, 1, S/4, S/4): the best candidate by predicted IoU
+    high_res_masks: torch.Tensor  # (B, 1, S, S)
+    obj_ptr: torch.Tensor  # (B, C)
+    object_score_logits: torch.Tensor  # (B, 1)
+
+
 def seq_to_map(x, hw):
     """(H*W, B, C) -> (B, C, H, W)."""
     return x.permute(1, 2, 0).reshape(x.shape[1], x.shape[2], *hw)
@@ -69,6 +86,11 @@ class SAM2Base(nn.Module):
     fixed_no_obj_ptr = True
     soft_no_obj_ptr = False
     use_mlp_for_obj_ptr_proj = True
+
+    # Activation checkpointing of the launch-bound parts (the Hiera blocks and memory-attention
+    # layers have their own switches): every SAM-heads pass, every memory-encoder pass.
+    checkpoint_heads = False
+    checkpoint_memory_encoder = False
 
     def __init__(
         self,
@@ -131,6 +153,7 @@ class SAM2Base(nn.Module):
         )
         self.obj_ptr_proj = MLP(self.hidden_dim, self.hidden_dim, self.hidden_dim, 3)
         self.obj_ptr_tpos_proj = nn.Linear(self.hidden_dim, self.mem_dim)
+        self._tpos_tables = {}  # (num_frames, t_diff_max, device) -> sine table; not state
 
     @property
     def device(self):
@@ -172,15 +195,28 @@ class SAM2Base(nn.Module):
     ):
         """Prompt encoder + mask decoder on memory-conditioned features (B, C, h, w).
 
-        Returns (low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks,
-        obj_ptr, object_score_logits); the multimask outputs have 3 masks when
-        `multimask_output`, else 1, and the single masks are the best by predicted IoU.
+        Returns `SamOutputs`; the multimask outputs have 3 masks when `multimask_output`, else
+        1, and the single masks are the best by predicted IoU.
         """
-        b = backbone_features.shape[0]
-        device = backbone_features.device
         if point_inputs is not None:
             coords, labels = point_inputs["point_coords"], point_inputs["point_labels"]
         else:
+            coords, labels = None, None
+        # Objects and prompt points vary from call to call.
+        for t in (backbone_features, mask_inputs, *(high_res_features or [])):
+            if t is not None:
+                mark_dynamic(t, 0)
+        if coords is not None:
+            mark_dynamic(coords, 0, 1), mark_dynamic(labels, 0, 1)
+        args = (backbone_features, coords, labels, mask_inputs, high_res_features, multimask_output)
+        if self.checkpoint_heads and self.training and torch.is_grad_enabled():
+            return SamOutputs(*checkpoint(self._sam_heads, *args, use_reentrant=False))
+        return self._sam_heads(*args)
+
+    def _sam_heads(self, backbone_features, coords, labels, mask_inputs, high_res_features, multimask_output):
+        b = backbone_features.shape[0]
+        device = backbone_features.device
+        if coords is None:
             coords = torch.zeros(b, 1, 2, device=device)
             labels = -torch.ones(b, 1, dtype=torch.int32, device=device)
 
@@ -217,7 +253,9 @@ class SAM2Base(nn.Module):
             low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
 
         obj_ptr = self._gate_obj_ptr(self.obj_ptr_proj(sam_output_token), is_obj_appearing)
-        return low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits
+        return SamOutputs(
+            low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits
+        )
 
     def _use_mask_as_output(self, backbone_features, high_res_features, mask_inputs):
         """A GT-mask prompt becomes the output itself (logits +-10); the SAM heads still run,
@@ -228,11 +266,11 @@ class SAM2Base(nn.Module):
         ious = mask.new_ones(mask.shape[0], 1)
         obj_ptr = self._forward_sam_heads(
             backbone_features, mask_inputs=self.mask_downsample(mask), high_res_features=high_res_features
-        )[5]
+        ).obj_ptr
         is_obj_appearing = torch.any(mask.flatten(1) > 0.0, dim=1)[..., None]
         object_score_logits = 20.0 * is_obj_appearing.float() - 10.0
         obj_ptr = self._gate_obj_ptr(obj_ptr, is_obj_appearing)
-        return low_res_masks, high_res_masks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits
+        return SamOutputs(low_res_masks, high_res_masks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits)
 
     def _use_multimask(self, is_init_cond_frame, point_inputs):
         """3 candidate masks whenever there are at most 1 prompt point (a box counts 2)."""
@@ -275,7 +313,7 @@ class SAM2Base(nn.Module):
         pos_and_ptrs = [((frame_idx - t) * sign, out["obj_ptr"]) for t, out in ptr_cond.items()]
         for t_diff in range(1, max_ptrs):
             t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
-            if t < 0 or (num_frames is not None and t >= num_frames):
+            if t < 0 or t >= num_frames:
                 break
             out = non_cond.get(t, unselected_cond.get(t))
             if out is not None:
@@ -284,17 +322,27 @@ class SAM2Base(nn.Module):
             return None
 
         positions, ptrs = zip(*pos_and_ptrs)
-        device = ptrs[0].device
         obj_ptrs = torch.stack(ptrs, dim=0)  # (P, B, C)
         # Normalised by the clip's pointer budget: 7 for 8-frame training clips, 15 for long videos.
-        t_diff_max = max_ptrs - 1
-        obj_pos = sine_1d(torch.tensor(positions, device=device) / t_diff_max, dim=self.hidden_dim)
+        table = self._temporal_encoding_table(num_frames, max_ptrs - 1, obj_ptrs.device)
+        # Rows picked by Python index (views, one stack): no tensor of positions is copied to the device.
+        obj_pos = torch.stack([table[p + num_frames - 1] for p in positions])
         obj_pos = self.obj_ptr_tpos_proj(obj_pos).unsqueeze(1).expand(-1, batch, self.mem_dim)
         # Each 256-d pointer becomes 4 tokens of 64-d, sharing its temporal encoding.
         split = self.hidden_dim // self.mem_dim
         obj_ptrs = obj_ptrs.reshape(-1, batch, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
         obj_pos = obj_pos.repeat_interleave(split, dim=0)
         return obj_ptrs, obj_pos
+
+    def _temporal_encoding_table(self, num_frames, t_diff_max, device):
+        """sine_1d of every signed frame distance -(num_frames-1)..num_frames-1, / t_diff_max."""
+        key = (num_frames, t_diff_max, str(device))
+        if key not in self._tpos_tables:
+            if len(self._tpos_tables) > 16:  # videos of many lengths (evaluation)
+                self._tpos_tables.clear()
+            distances = torch.arange(-(num_frames - 1), num_frames, device=device)
+            self._tpos_tables[key] = sine_1d(distances / t_diff_max, dim=self.hidden_dim)
+        return self._tpos_tables[key]
 
     def _prepare_memory_conditioned_features(
         self,
@@ -330,25 +378,24 @@ class SAM2Base(nn.Module):
         for t_pos, prev in slots:
             if prev is None:
                 continue
-            memory.append(prev["maskmem_features"].to(device, non_blocking=True).flatten(2).permute(2, 0, 1))
-            pos = prev["maskmem_pos_enc"][-1].to(device).flatten(2).permute(2, 0, 1)
+            memory.append(prev["maskmem_features"].to(device, non_blocking=True).flatten(2).transpose(1, 2))
+            pos = prev["maskmem_pos_enc"][-1].to(device).flatten(2).transpose(1, 2)
             memory_pos.append(pos + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
 
-        num_obj_ptr_tokens = 0
         ptr_tokens = self._object_pointer_tokens(
             frame_idx, selected_cond, unselected_cond, non_cond, num_frames, track_in_reverse, b
         )
-        if ptr_tokens is not None:
-            memory.append(ptr_tokens[0])
-            memory_pos.append(ptr_tokens[1])
-            num_obj_ptr_tokens = ptr_tokens[0].shape[0]
+        if ptr_tokens is None:
+            empty = memory[0].new_zeros(0, b, self.mem_dim)
+            ptr_tokens = (empty, empty)
 
         pix_feat_with_mem = self.memory_attention(
-            curr=current_vision_feats[-1:],
-            curr_pos=current_vision_pos_embeds[-1:],
-            memory=torch.cat(memory, dim=0),
-            memory_pos=torch.cat(memory_pos, dim=0),
-            num_obj_ptr_tokens=num_obj_ptr_tokens,
+            curr=current_vision_feats[-1],
+            curr_pos=current_vision_pos_embeds[-1],
+            memory=torch.stack(memory, dim=1),  # (B, frames, h*w, 64)
+            memory_pos=torch.stack(memory_pos, dim=1),
+            obj_ptrs=ptr_tokens[0].transpose(0, 1),  # (B, P, 64)
+            obj_ptrs_pos=ptr_tokens[1].transpose(0, 1),
         )
         return seq_to_map(pix_feat_with_mem, hw)
 
@@ -362,7 +409,11 @@ class SAM2Base(nn.Module):
         else:
             mask_for_mem = torch.sigmoid(pred_masks_high_res)
         mask_for_mem = mask_for_mem * self.sigmoid_scale_for_mem_enc + self.sigmoid_bias_for_mem_enc
-        out = self.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
+        mark_dynamic(pix_feat, 0), mark_dynamic(mask_for_mem, 0)
+        if self.checkpoint_memory_encoder and self.training and torch.is_grad_enabled():
+            out = checkpoint(self.memory_encoder, pix_feat, mask_for_mem, True, use_reentrant=False)
+        else:
+            out = self.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
         maskmem_features = out["vision_features"]
         # Memories of frames where the object is absent carry a learned marker.
         # Summed in fp32 and cast back, so the memory keeps the autocast dtype.

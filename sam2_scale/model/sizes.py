@@ -29,6 +29,11 @@ SIZES = {
     "large": TrunkSpec(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8), window_pos_embed_bkg_spatial_size=(7, 7)),
 }
 
+# Parts of the model whose activations can be recomputed in backward instead of kept: the big,
+# FLOP-heavy ones (Hiera blocks, memory-attention layers) and the launch-bound ones (each pass
+# of the SAM heads, of the memory encoder), separately.
+CHECKPOINT_REGIONS = ("hiera", "memory_attention", "heads", "memory_encoder")
+
 # Parameter counts of the released models (all four match Meta's SAM2Base exactly).
 NUM_PARAMETERS = {"tiny": 38_962_498, "small": 46_060_354, "base_plus": 80_850_178, "large": 224_446_642}
 
@@ -45,7 +50,8 @@ def build_sam2(
 
     image_size: any multiple of 32 (1024 for the released models; smaller for tests).
     drop_path_rate: stochastic depth of the trunk (0.1 in the training recipe, 0 for inference).
-    activation_checkpointing: recompute each Hiera block and memory-attention layer in backward.
+    activation_checkpointing: regions of CHECKPOINT_REGIONS recomputed in backward (True: the Hiera
+        blocks and memory-attention layers).
     device: e.g. "meta" to build without allocating weights.
     model_kwargs: inference options of SAM2Base (max_cond_frames_in_attn, ...).
     """
@@ -63,24 +69,41 @@ def build_sam2(
             window_spec=spec.window_spec,
             window_pos_embed_bkg_spatial_size=spec.window_pos_embed_bkg_spatial_size,
             drop_path_rate=drop_path_rate,
-            activation_checkpointing=activation_checkpointing,
         )
         neck = FpnNeck(d_model=256, backbone_channel_list=trunk.channel_list)
         model = SAM2Base(
             image_encoder=ImageEncoder(trunk, neck, scalp=1),
-            memory_attention=MemoryAttention(d_model=256, num_layers=4, activation_checkpointing=activation_checkpointing),
+            memory_attention=MemoryAttention(d_model=256, num_layers=4),
             memory_encoder=MemoryEncoder(out_dim=64),
             image_size=image_size,
             **model_kwargs,
         )
     model.size_name = size
+    set_activation_checkpointing(model, activation_checkpointing)
     return model
 
 
-def set_activation_checkpointing(model, enabled):
-    """Switch activation checkpointing of the trunk blocks and memory-attention layers."""
-    model.image_encoder.trunk.activation_checkpointing = enabled
-    model.memory_attention.activation_checkpointing = enabled
+def checkpoint_regions(setting):
+    """The regions a setting names: a list of CHECKPOINT_REGIONS names, or a bool (True: the
+    Hiera blocks and memory-attention layers, the memory-heavy parts; False: none)."""
+    if setting is True:
+        return ("hiera", "memory_attention")
+    if setting is False or setting is None:
+        return ()
+    unknown = sorted(set(setting) - set(CHECKPOINT_REGIONS))
+    if unknown:
+        raise ValueError(f"unknown activation-checkpointing region(s) {unknown}; choose from {list(CHECKPOINT_REGIONS)}")
+    return tuple(setting)
+
+
+def set_activation_checkpointing(model, setting):
+    """Recompute the regions `setting` names (see `checkpoint_regions`) in backward; others keep
+    their activations."""
+    regions = checkpoint_regions(setting)
+    model.image_encoder.trunk.activation_checkpointing = "hiera" in regions
+    model.memory_attention.activation_checkpointing = "memory_attention" in regions
+    model.checkpoint_heads = "heads" in regions
+    model.checkpoint_memory_encoder = "memory_encoder" in regions
 
 
 class _nullcontext:

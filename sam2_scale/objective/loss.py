@@ -7,6 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..model.compile import mark_dynamic
+
 
 @dataclass
 class LossConfig:
@@ -20,51 +22,86 @@ class LossConfig:
     iou_use_l1_loss: bool = True
 
 
-def focal_per_mask(logits, targets, alpha, gamma):
-    """Sigmoid focal loss averaged over pixels: (N, M, H, W) -> (N, M)."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.flatten(2).mean(-1)
+class _MaskLosses(torch.autograd.Function):
+    """Focal and dice loss per mask, and the actual IoU, in one pass over the logits.
 
-
-def dice_per_mask(logits, targets):
-    """1 - (2|P∩T| + 1) / (|P| + |T| + 1) on sigmoid probabilities: (N, M, H, W) -> (N, M).
-
-    2|P∩T| is written as |P| + |T| - ||P - T||_1, which equals it for binary targets.
+    Autograd through the elementwise formulas would keep several (N, M, H, W) fp32 tensors per
+    prediction step (sigmoid, cross-entropy, modulating factor, ...) until backward; this keeps
+    only the logits and the bool targets, and recomputes the rest in a backward written out by
+    hand. Sums over pixels run in fp32 whatever the logits' dtype.
     """
-    prob = logits.sigmoid().flatten(2)
-    targets = targets.flatten(2)
-    denominator = prob.sum(-1) + targets.sum(-1)
-    numerator = denominator - (prob - targets).abs().sum(-1)
-    return 1 - (numerator + 1) / (denominator + 1)
+
+    @staticmethod
+    def forward(ctx, logits, targets, alpha, gamma):
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        t = targets.expand_as(x)
+        log_p, log_1mp = -F.softplus(-x), -F.softplus(x)  # log sigmoid(x), log (1 - sigmoid(x))
+        p = log_p.exp()
+        one_minus_p_t = torch.where(t, 1 - p, p)
+        focal = -torch.where(t, log_p, log_1mp) * one_minus_p_t.pow(gamma)
+        if alpha >= 0:
+            focal = focal * torch.where(t, alpha, 1 - alpha)
+        focal = focal.flatten(2).mean(-1)
+        intersection = torch.where(t, p, 0.0).flatten(2).sum(-1)
+        total = p.flatten(2).sum(-1) + t.flatten(2).sum(-1)
+        dice = 1 - (2 * intersection + 1) / (total + 1)
+        predicted = (x > 0).flatten(2)
+        inter = (predicted & t.flatten(2)).sum(-1).to(x.dtype)
+        union = (predicted | t.flatten(2)).sum(-1).to(x.dtype)
+        iou = inter / union.clamp(min=1.0)
+        ctx.save_for_backward(logits, targets, intersection, total)
+        ctx.alpha, ctx.gamma = alpha, gamma
+        ctx.mark_non_differentiable(iou)
+        return focal, dice, iou
+
+    @staticmethod
+    def backward(ctx, grad_focal, grad_dice, _):
+        logits, targets, intersection, total = ctx.saved_tensors
+        alpha, gamma = ctx.alpha, ctx.gamma
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        t = targets.expand_as(x)
+        log_p, log_1mp = -F.softplus(-x), -F.softplus(x)
+        p = log_p.exp()
+        q = 1 - p
+        # d/dx of -a (1-p)^g log p (target 1) and of -(1-a) p^g log(1-p) (target 0).
+        d_pos = q.pow(gamma) * (gamma * p * log_p - q)
+        d_neg = p.pow(gamma) * (p - gamma * q * log_1mp)
+        if alpha >= 0:
+            d_pos, d_neg = alpha * d_pos, (1 - alpha) * d_neg
+        num_pixels = x.shape[-1] * x.shape[-2]
+        grad = torch.where(t, d_pos, d_neg) * (grad_focal / num_pixels)[..., None, None]
+        # dice = 1 - (2 I + 1) / (S + 1): d/dp_i = ((2 I + 1) - 2 t_i (S + 1)) / (S + 1)^2.
+        denominator = (total + 1)[..., None, None]
+        d_dice_dp = ((2 * intersection + 1)[..., None, None] - 2 * t * denominator) / denominator.square()
+        grad = grad + d_dice_dp * (p * q) * grad_dice[..., None, None]
+        return grad.to(logits.dtype), None, None, None
 
 
-def actual_iou(logits, targets):
-    """IoU of (logits > 0) with the target per mask, union clamped to >= 1: (N, M)."""
-    pred = logits.flatten(2) > 0
-    gt = targets.flatten(2) > 0
-    inter = (pred & gt).sum(-1).float()
-    union = (pred | gt).sum(-1).float()
-    return inter / union.clamp(min=1.0)
+def mask_losses(logits, targets, alpha=0.25, gamma=2.0):
+    """(focal, dice, IoU of logits > 0), each (N, M), of mask logits (N, M, H, W) against bool
+    targets (N, 1 or M, H, W). Focal is averaged over pixels; IoU's union is clamped to >= 1."""
+    return _MaskLosses.apply(logits, targets.bool(), alpha, gamma)
 
 
 def global_num_objects(num_local, device):
-    """Objects per rank averaged over ranks (>= 1): the loss normaliser, the same on all ranks."""
-    n = torch.tensor(float(num_local), device=device)
+    """Objects per rank averaged over ranks (>= 1): the loss normaliser, the same on all ranks.
+
+    Stays on the device (an all-reduce, no read-back) under torch.distributed."""
     if dist.is_available() and dist.is_initialized():
+        n = torch.full((), float(num_local), device=device)
         dist.all_reduce(n)
-        n = n / dist.get_world_size()
-    return max(n.item(), 1.0)
+        return (n / dist.get_world_size()).clamp(min=1.0)
+    return max(float(num_local), 1.0)
 
 
 class MultiStepLoss(torch.nn.Module):
     def __init__(self, cfg=None):
         super().__init__()
         self.cfg = cfg or LossConfig()
+
+    def compile_step_terms(self, backend="inductor"):
+        """Compile the per-step terms (one graph per mask count, 1 or 3, for any object count)."""
+        self._step_terms = torch.compile(self._step_terms, backend=backend)
 
     def forward(self, frame_outputs, gt_masks):
         """frame_outputs: `unroll_clip`'s list over T frames; gt_masks: bool (T, O, H, W).
@@ -77,15 +114,19 @@ class MultiStepLoss(torch.nn.Module):
         num_objects = global_num_objects(gt_masks.shape[1], gt_masks.device)
         totals = {"loss_mask": 0.0, "loss_dice": 0.0, "loss_iou": 0.0, "loss_class": 0.0}
         for outputs, targets in zip(frame_outputs, gt_masks):
-            target = targets.unsqueeze(1).float()  # (O, 1, H, W)
+            target = targets.unsqueeze(1)  # (O, 1, H, W) bool
+            present = target.flatten(1).any(dim=-1, keepdim=True).float()  # (O, 1)
             steps = zip(
                 outputs["multistep_pred_multimasks_high_res"],
                 outputs["multistep_pred_ious"],
                 outputs["multistep_object_score_logits"],
             )
+            mark_dynamic(target, 0), mark_dynamic(present, 0)  # objects vary between calls
             for masks, ious, obj_logits in steps:
-                for key, value in self._step_terms(masks, target, ious, obj_logits, num_objects).items():
+                mark_dynamic(masks, 0), mark_dynamic(ious, 0), mark_dynamic(obj_logits, 0)
+                for key, value in self._step_terms(masks, target, present, ious, obj_logits).items():
                     totals[key] = totals[key] + value
+        totals = {key: value / num_objects for key, value in totals.items()}
         c = self.cfg
         totals["core_loss"] = (
             c.weight_mask * totals["loss_mask"]
@@ -95,25 +136,22 @@ class MultiStepLoss(torch.nn.Module):
         )
         return totals
 
-    def _step_terms(self, masks, target, ious, obj_logits, num_objects):
+    def _step_terms(self, masks, target, present, ious, obj_logits):
+        """One prediction step's terms, summed over objects (not yet divided by their number)."""
         c = self.cfg
-        # Under bf16 autocast the heads emit bf16 logits; the loss is summed over many pixels in fp32.
-        masks, ious, obj_logits = masks.float(), ious.float(), obj_logits.float()
-        target = target.expand_as(masks)
-        focal = focal_per_mask(masks, target, c.focal_alpha, c.focal_gamma) / num_objects  # (O, M)
-        dice = dice_per_mask(masks, target) / num_objects
-        iou_err = actual_iou(masks, target) - ious
-        iou = (iou_err.abs() if c.iou_use_l1_loss else iou_err.square()) / num_objects
-        present = target[:, 0].flatten(1).any(dim=-1, keepdim=True).float()  # (O, 1)
+        # Under bf16 autocast the heads emit bf16 scores; the loss works in fp32.
+        ious, obj_logits = ious.float(), obj_logits.float()
+        focal, dice, actual = mask_losses(masks, target, c.focal_alpha, c.focal_gamma)  # (O, M) each
+        iou_err = actual - ious
+        iou = iou_err.abs() if c.iou_use_l1_loss else iou_err.square()
         # Plain BCE on the object score (focal with gamma 0, no alpha), for absent objects too.
-        obj = F.binary_cross_entropy_with_logits(obj_logits, present, reduction="none").mean(1).sum() / num_objects
+        obj = F.binary_cross_entropy_with_logits(obj_logits, present, reduction="none").mean(1).sum()
 
         if masks.shape[1] > 1:
             # Supervise only the candidate that fits best (lowest weighted focal + dice).
-            best = torch.argmin(focal * c.weight_mask + dice * c.weight_dice, dim=-1)
-            rows = torch.arange(masks.shape[0], device=masks.device)
-            focal, dice = focal[rows, best][:, None], dice[rows, best][:, None]
-            iou = iou.mean(dim=-1, keepdim=True) if c.supervise_all_iou else iou[rows, best][:, None]
+            best = torch.argmin(focal * c.weight_mask + dice * c.weight_dice, dim=-1, keepdim=True)
+            focal, dice = focal.gather(1, best), dice.gather(1, best)
+            iou = iou.mean(dim=-1, keepdim=True) if c.supervise_all_iou else iou.gather(1, best)
         # No mask or IoU supervision where the object is absent.
         return {
             "loss_mask": (focal * present).sum(),

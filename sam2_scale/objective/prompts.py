@@ -1,16 +1,19 @@
 """Prompt simulation for SAM 2.1 training: which frames get prompts, of which kind, and where
 the clicks land.
 
-Every random draw comes from one `torch.Generator` seeded identically on every rank. The
-scenario (mask vs points, which frames) is therefore the same on all ranks, which keeps the
-number of decoder passes — and so the collectives of sharded training — in lockstep. Clicks and
-box jitter need one value per object and pixel, and ranks hold different numbers of objects:
-they draw from a generator forked off the shared one with a single draw, so the shared stream
-advances by the same amount on every rank.
+Two sources of randomness, so that nothing random is ever read back from the device:
+- The *scenario* (mask vs points, which frames, which correction clicks sample from the GT) is
+  drawn on the host from a NumPy generator seeded identically on every rank (no tensor at all,
+  so nothing of it can ever wait for a device). Ranks therefore run
+  the same number of decoder passes, which keeps the collectives of sharded training in
+  lockstep, and the host never waits for the device to decide what to launch next.
+- *Pixel* draws (click positions, box jitter) come from `PixelNoise`: one device generator per
+  clip, never read back. A clip's prompts do not depend on which clips are batched with it.
 """
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -38,6 +41,8 @@ class ClipScenario:
     init_cond_frames: list
     frames_to_correct: list = field(default_factory=list)
     prompt_kind: dict = field(default_factory=dict)  # initial frame -> "mask" | "box" | "click"
+    # corrected frame -> one flag per correction click: click as if nothing had been predicted
+    click_from_gt: dict = field(default_factory=dict)
 
     @property
     def processing_order(self):
@@ -46,28 +51,57 @@ class ClipScenario:
 
 
 def _uniform(gen):
-    return torch.rand((), generator=gen, device=gen.device).item()
+    return float(gen.random())
 
 
 def _randint(low, high, gen):
     """Uniform integer in [low, high]."""
-    return int(torch.randint(low, high + 1, (), generator=gen, device=gen.device).item())
-
-
-def _fork(gen):
-    """A generator seeded by one draw of `gen`."""
-    seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device).item())
-    return torch.Generator(device=gen.device).manual_seed(seed)
+    return int(gen.integers(low, high + 1))
 
 
 def _choice(options, k, gen):
     """k distinct elements of `options`, in random order."""
-    perm = torch.randperm(len(options), generator=gen, device=gen.device)[:k].tolist()
-    return [options[i] for i in perm]
+    return [options[i] for i in gen.permutation(len(options))[:k]]
+
+
+def micro_batch_seeds(seed, micro_batch, rank):
+    """(scenario seed, pixel seed) of one micro-batch of a run: the scenario seed is the same on
+    every rank, the pixel seed differs per rank. Derived, not carried: resuming at a step
+    reproduces them, whatever the number of ranks before."""
+    scenario = np.random.SeedSequence([seed, micro_batch]).generate_state(1, np.uint64)[0]
+    pixels = np.random.SeedSequence([seed, micro_batch, rank, 1]).generate_state(1, np.uint64)[0]
+    return int(scenario), int(pixels >> np.uint64(1))  # torch seeds are below 2**63
+
+
+class PixelNoise:
+    """Uniform noise for clicks and box jitter, drawn on the device from one generator per clip.
+
+    seed: a host integer (see `micro_batch_seeds`); objects_per_clip: the batch's object counts,
+    clip-major as in `Batch`. On the meta device (FLOP counting) no generator exists: draws are
+    shape-only there.
+    """
+
+    def __init__(self, seed, objects_per_clip, device):
+        device = torch.device(device)
+        self.objects_per_clip = list(objects_per_clip)
+        clip_seeds = np.random.SeedSequence(seed).generate_state(len(self.objects_per_clip), np.uint64) >> np.uint64(1)
+        if device.type == "meta":
+            self.generators = [None] * len(self.objects_per_clip)
+        else:
+            self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in clip_seeds]
+        self.device = device
+
+    def uniform(self, *shape):
+        """U[0, 1) of shape (O, *shape): each clip's rows from that clip's generator."""
+        parts = [
+            torch.rand((n, *shape), generator=g, device=self.device) for n, g in zip(self.objects_per_clip, self.generators) if n
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def sample_scenario(num_frames, cfg, gen):
-    """Draw the prompting scenario of one clip (the same for every object in the batch).
+    """Draw the prompting scenario of one clip (the same for every object in the batch) from
+    `gen`, a `numpy.random.Generator`.
 
     Single frames (images) always use point input on that frame, corrected once.
     """
@@ -93,6 +127,10 @@ def sample_scenario(num_frames, cfg, gen):
     if use_pt_input:
         others = [t for t in range(num_frames) if t not in init_cond_frames]
         scenario.frames_to_correct = init_cond_frames + _choice(others, num_correct - num_init, gen)
+        p = cfg.prob_to_sample_from_gt
+        for t in scenario.frames_to_correct:
+            n = cfg.num_correction_pt_per_frame
+            scenario.click_from_gt[t] = [_uniform(gen) < p for _ in range(n)] if p > 0 else [False] * n
     return scenario
 
 
@@ -113,34 +151,36 @@ def mask_to_box(masks):
     return torch.stack([min_x, min_y, max_x, max_y], dim=-1)
 
 
-def sample_box_prompt(gt_masks, gen, noise=0.1, noise_bound=20.0):
+def sample_box_prompt(gt_masks, noise, box_noise=0.1, noise_bound=20.0):
     """Box corners of the GT masks, each coordinate jittered uniformly by up to
-    min(noise * side, noise_bound) pixels and clamped into the image.
+    min(box_noise * side, noise_bound) pixels and clamped into the image.
 
-    Returns points (B, 2, 2) as (x, y) and labels (B, 2) = (2, 3), the corner labels.
+    noise: a `PixelNoise` over the same objects. Returns points (B, 2, 2) as (x, y) and labels
+    (B, 2) = (2, 3), the corner labels.
     """
     b, _, h, w = gt_masks.shape
     box = mask_to_box(gt_masks).float()
-    if noise > 0:
-        bound = torch.tensor(float(noise_bound), device=box.device)
-        max_dx = torch.minimum((box[:, 2] - box[:, 0]) * noise, bound)
-        max_dy = torch.minimum((box[:, 3] - box[:, 1]) * noise, bound)
-        local = _fork(gen)
-        jitter = 2 * torch.rand(b, 4, generator=local, device=local.device).to(box.device) - 1
+    if box_noise > 0:
+        max_dx = ((box[:, 2] - box[:, 0]) * box_noise).clamp(max=noise_bound)
+        max_dy = ((box[:, 3] - box[:, 1]) * box_noise).clamp(max=noise_bound)
+        jitter = 2 * noise.uniform(4).to(box.device) - 1
         box = box + jitter * torch.stack([max_dx, max_dy, max_dx, max_dy], dim=-1)
-        upper = torch.tensor([w - 1, h - 1, w - 1, h - 1], dtype=box.dtype, device=box.device)
-        box = torch.minimum(box.clamp_min(0), upper)
-    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=box.device).expand(b, 2)
+        if w == h:
+            box = box.clamp(0, w - 1)
+        else:
+            box = torch.stack([box[:, 0::2].clamp(0, w - 1), box[:, 1::2].clamp(0, h - 1)], dim=-1).flatten(1)
+    labels = torch.arange(2, 4, dtype=torch.int32, device=box.device).expand(b, 2)
     return box.reshape(b, 2, 2), labels.contiguous()
 
 
-def sample_click_from_error(gt_masks, pred_masks, gen):
+def sample_click_from_error(gt_masks, pred_masks, noise):
     """One click per object, uniform over the error region of `pred_masks` vs `gt_masks`.
 
     A false-negative pixel gives a positive click (label 1), a false-positive pixel a negative
     click (label 0). `pred_masks=None` means "nothing predicted": the click is then uniform
     inside the GT. A perfect prediction gets a negative click on the background.
-    gt_masks, pred_masks: bool (B, 1, H, W). Returns points (B, 1, 2) as (x, y), labels (B, 1).
+    gt_masks, pred_masks: bool (B, 1, H, W); noise: a `PixelNoise` over the same objects.
+    Returns points (B, 1, 2) as (x, y), labels (B, 1).
     """
     if pred_masks is None:
         pred_masks = torch.zeros_like(gt_masks)
@@ -152,8 +192,7 @@ def sample_click_from_error(gt_masks, pred_masks, gen):
     negative_region = false_pos | (perfect[:, None, None, None] & ~gt_masks)
     region = (false_neg | negative_region).flatten(1)
     # Uniform among region pixels: the argmax of i.i.d. uniform scores restricted to the region.
-    local = _fork(gen)
-    scores = torch.rand(b, h * w, generator=local, device=local.device).to(gt_masks.device)
+    scores = noise.uniform(h * w).to(gt_masks.device)
     index = torch.where(region, scores, -1.0).argmax(dim=1)
     labels = false_neg.flatten(1).gather(1, index[:, None]).to(torch.int32)
     points = torch.stack([index % w, torch.div(index, w, rounding_mode="floor")], dim=-1).float()

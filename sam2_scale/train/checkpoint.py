@@ -2,8 +2,8 @@
 
     <root>/step_00001000/engine/         model + optimizer + schedule (+ EMA), written by the
                                          engine (DCP shards, or DeepSpeed's own files)
-    <root>/step_00001000/trainer/rank_00003.pt   per rank: data-loader position, RNG states,
-                                                 prompt generator
+    <root>/step_00001000/trainer/rank_00003.pt   per rank: data-loader position, RNG states
+                                                 (prompts are seeded by the step: nothing to keep)
     <root>/step_00001000/meta.json       step, strategy, world size, W&B run id, config
     <root>/latest                        name of the newest complete checkpoint
 
@@ -33,23 +33,21 @@ def atomic_write_text(path, text):
     os.replace(tmp, path)
 
 
-def rng_state(prompt_gen):
+def rng_state():
     state = {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
-        "prompt_gen": prompt_gen.get_state(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state, prompt_gen):
+def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    prompt_gen.set_state(state["prompt_gen"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

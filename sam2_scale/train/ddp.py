@@ -4,7 +4,7 @@ import contextlib
 
 from torch.nn.parallel import DistributedDataParallel
 
-from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer
+from .engine import Engine, TrainingStep, make_optimizer
 
 
 class DDPEngine(Engine):
@@ -12,7 +12,7 @@ class DDPEngine(Engine):
 
     def __init__(self, model, cfg, dist_info):
         super().__init__(cfg, dist_info)
-        self.train_step = TrainingStep(model, cfg.prompts, cfg.loss, autocast_dtype(cfg))
+        self.train_step = TrainingStep(model, cfg, dist_info.rank)
         # Image steps leave the memory modules unused and mask prompts the prompt encoder:
         # the reducer has to look for unused parameters every step.
         self.ddp = DistributedDataParallel(
@@ -23,10 +23,10 @@ class DDPEngine(Engine):
         self.optimizer, self.scheduler = make_optimizer(model, cfg)
         self._make_ema()
 
-    def train_micro_batch(self, batch, prompt_gen, is_last_micro):
+    def train_micro_batch(self, batch, micro_batch, is_last_micro):
         sync = contextlib.nullcontext() if is_last_micro else self.ddp.no_sync()
         with sync:
-            losses = self.ddp(batch, prompt_gen)
+            losses = self.ddp(batch, micro_batch)
             (losses["core_loss"] / self.accum).backward()
         return losses
 

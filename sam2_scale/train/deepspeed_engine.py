@@ -12,7 +12,7 @@ import os
 import deepspeed
 from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_grad
 
-from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer
+from .engine import Engine, TrainingStep, make_optimizer
 
 TRAINER_OWNED = {
     "train_batch_size": "data.datasets[].batch_size",
@@ -54,15 +54,15 @@ class DeepSpeedEngine(Engine):
         super().__init__(cfg, dist_info)
         self.ds_config = load_ds_config(cfg.train.deepspeed_config, cfg)
         self.zero_stage = self.ds_config.get("zero_optimization", {}).get("stage", 0)
-        self.train_step = TrainingStep(model, cfg.prompts, cfg.loss, autocast_dtype(cfg))
+        self.train_step = TrainingStep(model, cfg, dist_info.rank)
         optimizer, scheduler = make_optimizer(model, cfg)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.train_step, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config, dist_init_required=False
         )
         self._make_ema()
 
-    def train_micro_batch(self, batch, prompt_gen, is_last_micro):
-        losses = self.ds(batch, prompt_gen)
+    def train_micro_batch(self, batch, micro_batch, is_last_micro):
+        losses = self.ds(batch, micro_batch)
         self.ds.backward(losses["core_loss"])  # scaled by 1 / accumulation steps inside
         if not is_last_micro:
             self.ds.step()  # only counts the micro-step: DeepSpeed steps at the boundary

@@ -1,6 +1,6 @@
 """The one interface the training loop sees of a parallelism strategy.
 
-    engine.train_micro_batch(batch, prompt_gen, is_last_micro)  -> losses (forward + backward)
+    engine.train_micro_batch(batch, micro_batch, is_last_micro)  -> losses (forward + backward)
     engine.step()                    -> total grad norm; the step is skipped if it is not finite
     engine.grad_norms()              -> grad norm per top-level module (call before step)
     engine.save(folder) / load(folder)                  sharded, collective
@@ -12,6 +12,7 @@
 
 import math
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -19,7 +20,9 @@ import torch.nn as nn
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from ..model.compile import compile_regions
 from ..objective import MultiStepLoss, unroll_clip
+from ..objective.prompts import PixelNoise, micro_batch_seeds, sample_scenario
 from .optim import LRScheduler, apply_freezing, build_optimizer, param_rules
 
 # Grad norms are reported per top-level module of SAM2Base; anything else is "other".
@@ -41,21 +44,30 @@ def module_of(param_name):
 
 class TrainingStep(nn.Module):
     """SAM 2.1 and its objective as one module, so that the strategies' forward hooks (DDP's
-    reducer, FSDP's unshard, DeepSpeed's engine) wrap the whole clip unroll."""
+    reducer, FSDP's unshard, DeepSpeed's engine) wrap the whole clip unroll.
 
-    def __init__(self, model, prompt_cfg, loss_cfg, autocast_dtype=None):
+    Prompts of micro-batch k are drawn from seeds derived from (seed, k) and the rank, so a
+    resumed run draws what the uninterrupted one would have, with no generator state to carry.
+    """
+
+    def __init__(self, model, cfg, rank):
         super().__init__()
         self.model = model
-        self.prompt_cfg = prompt_cfg
-        self.loss_fn = MultiStepLoss(loss_cfg)
-        self.autocast_dtype = autocast_dtype
+        self.prompt_cfg = cfg.prompts
+        self.loss_fn = MultiStepLoss(cfg.loss)
+        self.autocast_dtype = autocast_dtype(cfg)
+        self.seed, self.rank = cfg.train.seed, rank
+        if cfg.train.compile:
+            compile_regions(model, backend=cfg.train.compile_backend)
+            self.loss_fn.compile_step_terms(backend=cfg.train.compile_backend)
 
-    def forward(self, batch, prompt_gen):
+    def forward(self, batch, micro_batch):
+        scenario_seed, pixel_seed = micro_batch_seeds(self.seed, micro_batch, self.rank)
+        scenario = sample_scenario(batch.num_frames, self.prompt_cfg, np.random.default_rng(scenario_seed))
+        noise = PixelNoise(pixel_seed, batch.objects_per_clip, batch.frames.device)
         device_type = batch.frames.device.type
         with torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
-            outputs, _ = unroll_clip(
-                self.model, batch, prompt_gen, self.prompt_cfg, checkpoint_correction_steps=self.model_checkpointing
-            )
+            outputs = unroll_clip(self.model, batch, scenario, noise, self.prompt_cfg)
         losses = self.loss_fn(outputs, batch.masks)
         if not losses["core_loss"].requires_grad:
             # Every frame was mask-prompted, so nothing depends on the weights. The backward (and
@@ -65,10 +77,6 @@ class TrainingStep(nn.Module):
                 raise RuntimeError("a batch without gradient and no trainable root parameter to carry a zero one")
             losses["core_loss"] = losses["core_loss"].detach() + 0.0 * anchors[0].sum()
         return losses
-
-    @property
-    def model_checkpointing(self):
-        return bool(self.model.memory_attention.activation_checkpointing)
 
 
 class EMA:
@@ -129,7 +137,9 @@ class Engine:
         return grad_norm
 
     # --- to implement --------------------------------------------------------------------
-    def train_micro_batch(self, batch, prompt_gen, is_last_micro):
+    def train_micro_batch(self, batch, micro_batch, is_last_micro):
+        """Forward and backward of one micro-batch; `micro_batch` counts micro-batches over the
+        run (it seeds the prompts)."""
         raise NotImplementedError
 
     def step(self):

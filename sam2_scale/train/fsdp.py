@@ -36,7 +36,7 @@ class FSDPEngine(Engine):
 
     def __init__(self, model, cfg, dist_info):
         super().__init__(cfg, dist_info)
-        self.train_step = TrainingStep(model, cfg.prompts, cfg.loss, autocast_dtype(cfg))
+        self.train_step = TrainingStep(model, cfg, dist_info.rank)
         mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
         dtype = autocast_dtype(cfg)
         policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
@@ -49,11 +49,11 @@ class FSDPEngine(Engine):
         self.optimizer, self.scheduler = make_optimizer(model, cfg)
         self._make_ema()
 
-    def train_micro_batch(self, batch, prompt_gen, is_last_micro):
+    def train_micro_batch(self, batch, micro_batch, is_last_micro):
         # Every micro-batch reduce-scatters and the shards accumulate (as ZeRO-2 does). Skipping
         # the sync until the last one keeps unsharded gradients, and torch 2.13's FSDP2 then
         # fails on units a micro-batch left unused (memory attention on image batches) under bf16.
-        losses = self.train_step(batch, prompt_gen)
+        losses = self.train_step(batch, micro_batch)
         (losses["core_loss"] / self.accum).backward()
         return losses
 

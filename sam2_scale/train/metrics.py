@@ -1,5 +1,6 @@
-"""Metrics: FLOP counting and MFU, memory, and the sink (W&B on rank 0, plus a JSON-lines file
-and a readable line on stdout, so a run can be followed without W&B)."""
+"""Metrics: device peak FLOP/s (for MFU; the FLOP counts are in flops.py), memory, and the sink
+(W&B on rank 0, plus a JSON-lines file and a readable line on stdout, so a run can be followed
+without W&B)."""
 
 import dataclasses
 import json
@@ -9,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 # Dense bf16 peak of one device, TFLOP/s (vendor datasheets, without sparsity).
 PEAK_BF16_TFLOPS = {
@@ -35,16 +35,6 @@ def peak_flops(device, override_tflops=0.0):
         if key in name:
             return tflops * 1e12
     return None
-
-
-def count_flops(fn):
-    """Run `fn()` once under FLOP counting; returns (its result, FLOPs executed).
-
-    Activation recomputation is counted, so this is closer to hardware than to model FLOPs."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        result = fn()
-    return result, counter.get_total_flops()
 
 
 def peak_memory_bytes(device):
@@ -116,7 +106,7 @@ def format_line(step, total, m):
         f"{m['throughput/frames_per_s']:.1f} frames/s",
     ]
     if "mfu" in m:
-        parts.append(f"mfu {m['mfu']:.3f}")
+        parts.append(f"mfu {m['mfu']:.3f} (hfu {m['hfu']:.3f})")
     parts.append(f"mem {m['memory/peak_gib']:.2f} GiB")
     parts.append(f"data wait {m['time/data_wait_max_s']:.3f}s")
     return " | ".join(parts)

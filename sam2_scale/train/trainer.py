@@ -25,8 +25,8 @@ from ..model import build_sam2, load_checkpoint
 from .checkpoint import Checkpointer, atomic_write_text, rng_state, set_rng_state
 from .distributed import all_reduce_max, all_reduce_sum, cpu_has_native_bf16, init_distributed
 from .engine import build_engine
-from .fsdp import repeated_blocks
-from .metrics import MetricsSink, count_flops, format_line, peak_flops, peak_memory_bytes
+from .flops import MicroBatchFlops
+from .metrics import MetricsSink, format_line, peak_flops, peak_memory_bytes
 from .preemption import EXIT_NONFINITE, EXIT_PREEMPTED, Preemption
 
 
@@ -45,9 +45,6 @@ def build_model(cfg, device):
     )
     if cfg.model.init_checkpoint:
         load_checkpoint(model, cfg.model.init_checkpoint)
-    if cfg.train.compile:
-        for block in repeated_blocks(model):
-            block.compile()
     return model.train()
 
 
@@ -90,8 +87,7 @@ def train(cfg, resume="auto"):
     model = build_model(cfg, device)
     torch.manual_seed(cfg.train.seed + 1 + rank)  # dropout and drop-path differ per rank
     engine = build_engine(model, cfg, dist_info)
-    prompt_gen = torch.Generator(device=device).manual_seed(cfg.train.seed)  # the same on every rank
-    loader = MixedLoader(cfg.data, steps_per_epoch=cfg.train.steps_per_epoch * accum)
+    loader = MixedLoader(cfg.data, steps_per_epoch=cfg.train.steps_per_epoch * accum, pin_memory=device.type == "cuda")
     checkpointer = Checkpointer(cfg.checkpoint.dir or out / "checkpoints", cfg.checkpoint.keep, dist_info)
 
     start_step, run_id = 0, None
@@ -99,7 +95,7 @@ def train(cfg, resume="auto"):
     if resume_from is not None:
         meta, trainer_state = checkpointer.load(resume_from, engine)
         loader.load_state_dict(trainer_state["loader"])
-        set_rng_state(trainer_state["rng"], prompt_gen)
+        set_rng_state(trainer_state["rng"])
         start_step, run_id = meta["step"], meta.get("wandb_run_id")
         log(f"resumed from {resume_from} at step {start_step}", dist_info)
     sink = MetricsSink(cfg, out, dist_info.is_main, run_id=run_id)
@@ -119,7 +115,8 @@ def train(cfg, resume="auto"):
             dist_info,
         )
     peak = peak_flops(device, cfg.train.peak_tflops)
-    flops_per_dataset = {}  # FLOPs of one micro-batch on this rank, counted once per dataset
+    # Model and hardware FLOPs per micro-batch, averaged over prompt scenarios (only for MFU).
+    flops = MicroBatchFlops(cfg, fused_attention=device.type == "cuda") if peak else None
     evaluator = Evaluator(cfg, dist_info) if cfg.eval.shards else None
 
     if evaluator and cfg.eval.every and start_step == 0:
@@ -131,27 +128,26 @@ def train(cfg, resume="auto"):
     step = start_step
     while step < total_steps:
         step_start = time.perf_counter()
-        step_flops, clips, frames = 0.0, 0, 0
+        model_flops = hardware_flops = 0.0
+        clips = frames = 0
         for micro in range(accum):
             wait_start = time.perf_counter()
-            batch = next(data_iter).to(device)
+            batch = next(data_iter).to(device, non_blocking=True)
             window.data_wait += time.perf_counter() - wait_start
-            name = batch.metadata["dataset"]
-            run_micro = lambda: engine.train_micro_batch(batch, prompt_gen, micro == accum - 1)  # noqa: B023
-            if peak is not None and name not in flops_per_dataset:
-                losses, flops_per_dataset[name] = count_flops(run_micro)
-            else:
-                losses = run_micro()
-            step_flops += flops_per_dataset.get(name, 0.0)
-            clips += batch.frames.shape[1]
-            frames += batch.frames.shape[0] * batch.frames.shape[1]
+            losses = engine.train_micro_batch(batch, step * accum + micro, micro == accum - 1)
+            if flops is not None:
+                batch_model_flops, batch_hardware_flops = flops(batch)
+                model_flops += batch_model_flops
+                hardware_flops += batch_hardware_flops
+            clips += batch.num_clips
+            frames += batch.num_frames * batch.num_clips
             window.add_losses(losses, is_video=batch.num_frames > 1)
         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == total_steps
         grad_norms = engine.grad_norms() if log_now else {}
         grad_norm = engine.step()
         step += 1
         step_time = time.perf_counter() - step_start
-        window.add_step(step_time, clips * world, frames * world, step_flops, grad_norm)
+        window.add_step(step_time, clips * world, frames * world, model_flops, hardware_flops, grad_norm)
 
         if engine.nonfinite_steps:
             log(f"step {step}: non-finite gradient norm ({grad_norm}); update skipped", dist_info)
@@ -175,7 +171,7 @@ def train(cfg, resume="auto"):
         stop, save_now = preemption.poll(device)
         periodic = cfg.checkpoint.every and step % cfg.checkpoint.every == 0
         if stop or save_now or periodic or step == total_steps:
-            state = {"loader": loader.state_dict(), "rng": rng_state(prompt_gen)}
+            state = {"loader": loader.state_dict(), "rng": rng_state()}
             path = checkpointer.save(
                 step, engine, state, {"strategy": engine.name, "wandb_run_id": sink.run_id, "config": dataclasses.asdict(cfg)}
             )
@@ -210,7 +206,8 @@ class _Window:
 
     def __init__(self):
         self.losses, self.micro_batches = {}, 0
-        self.steps, self.time, self.clips, self.frames, self.flops = 0, 0.0, 0, 0, 0.0
+        self.steps, self.time, self.clips, self.frames = 0, 0.0, 0, 0
+        self.model_flops, self.hardware_flops = 0.0, 0.0
         self.data_wait, self.image_steps, self.video_steps = 0.0, 0, 0
         self.grad_norm = 0.0
 
@@ -222,12 +219,13 @@ class _Window:
         self.video_steps += is_video
         self.image_steps += not is_video
 
-    def add_step(self, step_time, clips, frames, flops, grad_norm):
+    def add_step(self, step_time, clips, frames, model_flops, hardware_flops, grad_norm):
         self.steps += 1
         self.time += step_time
         self.clips += clips
         self.frames += frames
-        self.flops += flops
+        self.model_flops += model_flops
+        self.hardware_flops += hardware_flops
         self.grad_norm = grad_norm
 
     def summary(self, engine, loader, device, world, peak):
@@ -256,8 +254,10 @@ class _Window:
                 "data/skipped_samples": skipped,
             }
         )
-        if peak and self.flops:
-            m["mfu"] = self.flops / self.time / peak
+        if peak and self.model_flops:
+            # This rank's FLOPs against one device's peak: every rank runs the same scenarios.
+            m["mfu"] = self.model_flops / self.time / peak
+            m["hfu"] = self.hardware_flops / self.time / peak
         return m
 
 
