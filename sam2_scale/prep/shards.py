@@ -79,6 +79,9 @@ class _Staging:
                 sink.tarstream.addfile(member, staged.extractfile(member))
 
     def close(self):
+        # The tar stream first: left open, it would flush its buffer into the closed file when
+        # garbage-collected ("Exception ignored ... write to closed file" per failed sample).
+        self.writer.close()
         self.file.close()
 
 
