@@ -35,12 +35,33 @@ def make_shards(*args, check=True):
     return result
 
 
+def samples_of_tar(tar):
+    return {s["__key__"]: s for s in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False)}
+
+
 def samples_of(folder):
     out = {}
     for tar in sorted(Path(folder).glob("shard-*.tar")):
-        for sample in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False):
-            out[sample["__key__"]] = sample
+        out.update(samples_of_tar(tar))
     return out
+
+
+def keys_in_shards(folder):
+    """Every sample key in the folder's shards, read from the tars, repeats included."""
+    keys = []
+    for tar in sorted(Path(folder).glob("shard-*.tar")):
+        keys += [s["__key__"] for s in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False)]
+    return keys
+
+
+def failure_reasons(out):
+    return {f["source"]: f["reason"] for f in json.loads((Path(out) / "manifest.json").read_text())["failures"]}
+
+
+def edit_json(path, change):
+    data = json.loads(Path(path).read_text())
+    change(data)
+    Path(path).write_text(json.dumps(data))
 
 
 def psnr(a, b):
@@ -216,11 +237,13 @@ def test_resume_after_kill_rebuilds_nothing_finished(raw, tmp_path):
     proc.wait()
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.stats.json")}
     assert 1 <= len(done_before) < 8, "the kill must land mid-run"
-    # Whatever the kill interrupted is not a finished shard.
-    for tar in out.glob("shard-*.tar"):
-        assert (out / tar.name.replace(".tar", ".stats.json")).exists() or tar.name.replace(
-            ".tar", ".stats.json"
-        ) not in done_before
+    # Whatever the kill interrupted is not a finished shard: every shard that looks finished
+    # (has its stats) is a complete tar holding exactly the samples its stats list.
+    for name in done_before:
+        stats = json.loads((out / name).read_text())
+        tar = out / name.replace(".stats.json", ".tar")
+        assert tar.exists(), f"{name} exists without its tar"
+        assert list(samples_of_tar(tar)) == stats["keys"] and stats["samples"] == 1
 
     make_shards("sav", "--videos", videos, "--out", out, "--items-per-shard", 1, "--workers", 1)
     assert not list(out.glob(".shard-*")), "temp files of the killed run are cleaned up"
