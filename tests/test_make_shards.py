@@ -333,3 +333,135 @@ def test_job_array_script_runs_without_slurm(raw, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "task 0/1" in result.stdout
     assert verify_shards(out, progress=False)[1] == []
+
+
+# --- issue 18: inputs that used to crash a run (and every rerun), or slip into shards ---------
+
+
+def _bad_masklet_id(a):
+    a["masklet_id"] = ["a", "b"]
+
+
+def _bad_duration(a):
+    a["video_duration"] = "1.0s"
+
+
+def _bad_frame_count(a):
+    a["video_frame_count"] = [24]
+
+
+def _row_not_a_list(a):
+    a["masklet"][1] = 7
+
+
+def _rle_size_not_a_list(a):
+    a["masklet"][2][0]["size"] = 240
+
+
+def _rle_counts_too_short(a):
+    a["masklet"][1][0]["counts"] = "0"  # pycocotools would decode it into uninitialised memory
+
+
+def test_sav_json_fields_of_the_wrong_type_are_skipped(raw, tmp_path):
+    """A field of the wrong type skips its video, recorded with file and reason; it used to crash
+    the run (ValueError, TypeError), and every rerun on the same file."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    edits = {
+        "sav_000101": (_bad_masklet_id, "'masklet_id' must be a list of integers, got list ['a', 'b']"),
+        "sav_000102": (_bad_duration, "'video_duration' must be a number, got str '1.0s'"),
+        "sav_000103": (_bad_frame_count, "'video_frame_count' must be a number, got list [24]"),
+        "sav_000104": (_row_not_a_list, "masklet row 1 must be a list of RLEs, got int 7"),
+        "sav_000105": (_rle_size_not_a_list, "frame 8 object 0: RLE size must be [height, width] integers, got 240"),
+        "sav_000106": (_rle_counts_too_short, "frame 4 object 0: RLE counts cover 0 pixels, the mask has 240x320"),
+    }
+    for name in [*edits, "sav_000107"]:
+        os.symlink(raw / "sav/videos/sav_000001.mp4", videos / f"{name}.mp4")
+        shutil.copy(raw / "sav/annotations/sav_000001_manual.json", videos / f"{name}_manual.json")
+        if name in edits:
+            edit_json(videos / f"{name}_manual.json", edits[name][0])
+    out = tmp_path / "out"
+    result = make_shards("sav", "--videos", videos, "--out", out, "--max-failure-rate", 1)
+    assert "Traceback" not in result.stderr, result.stderr
+    reasons = failure_reasons(out)
+    assert set(reasons) == set(edits)
+    for name, (_, message) in edits.items():
+        assert f"{name}_manual.json" in reasons[name] and message in reasons[name], reasons[name]
+    assert list(samples_of(out)) == ["sav_000107"]
+    assert verify_shards(out, progress=False)[1] == []
+
+
+def _annotations_not_a_list(m):
+    m["annotations"] = 5
+
+
+def _image_not_an_object(m):
+    m["image"] = "sa_2.jpg"
+
+
+def _segmentation_size_not_a_list(m):
+    m["annotations"][0]["segmentation"]["size"] = 240
+
+
+def _bbox_not_numbers(m):
+    m["annotations"][0]["bbox"] = "67,70,78,57"
+
+
+def test_sa1b_json_fields_of_the_wrong_type_are_skipped(raw, tmp_path):
+    """The SA-1B side of the same crash: kept (copy-through) and resized (--max-side) paths."""
+    src = tmp_path / "sa1b"
+    shutil.copytree(raw / "sa1b", src)
+    edit_json(src / "sa_1.json", _annotations_not_a_list)
+    edit_json(src / "sa_2.json", _image_not_an_object)
+    edit_json(src / "sa_3.json", _segmentation_size_not_a_list)
+    make_shards("sa1b", "--src", src, "--out", tmp_path / "kept", "--max-failure-rate", 1)
+    reasons = failure_reasons(tmp_path / "kept")
+    assert set(reasons) == {"sa_1", "sa_2", "sa_3"}
+    assert "sa_1.jpg: 'annotations' must be a list, got int 5" in reasons["sa_1"]
+    assert "sa_2.jpg: 'image' must be an object, got str 'sa_2.jpg'" in reasons["sa_2"]
+    assert "sa_3.jpg: annotation 0 segmentation: RLE size must be [height, width] integers, got 240" in reasons["sa_3"]
+    assert list(samples_of(tmp_path / "kept")) == ["sa_4"]
+
+    edit_json(src / "sa_4.json", _bbox_not_numbers)  # read only when resizing
+    make_shards("sa1b", "--src", src, "--out", tmp_path / "resized", "--max-side", 160, "--max-failure-rate", 1)
+    reasons = failure_reasons(tmp_path / "resized")
+    assert "sa_4.jpg: annotation 0: 'bbox' must be 4 numbers, got str '67,70,78,57'" in reasons["sa_4"]
+
+    frames, masks = tmp_path / "JPEGImages", tmp_path / "Annotations"
+    shutil.copytree(raw / "davis/JPEGImages", frames)
+    shutil.copytree(raw / "davis/Annotations", masks)
+    (frames / "heldout_001/00003.jpg").unlink()
+    os.symlink(tmp_path / "nowhere.jpg", frames / "heldout_001/00003.jpg")  # a dangling link
+    make_shards("davis", "--frames", frames, "--masks", masks, "--out", tmp_path / "davis", "--max-failure-rate", 1)
+    reasons = failure_reasons(tmp_path / "davis")
+    assert list(reasons) == ["heldout_001"] and "00003.jpg: unreadable frame" in reasons["heldout_001"]
+
+
+def test_damaged_jpeg_bodies_and_garbage_rle_counts_are_skipped(raw, tmp_path):
+    """Headers intact, bodies damaged: only a full decode finds it. The RLE counts decode to run
+    lengths that do not cover the image (or do not decode at all)."""
+    src = tmp_path / "sa1b"
+    shutil.copytree(raw / "sa1b", src)
+    data = (src / "sa_1.jpg").read_bytes()
+    (src / "sa_1.jpg").write_bytes(data[: len(data) * 3 // 5])
+    data = (src / "sa_2.jpg").read_bytes()
+    middle = len(data) // 2
+    (src / "sa_2.jpg").write_bytes(data[:middle] + bytes(1000) + data[middle + 1000 :])
+    for name in ("sa_1", "sa_2"):
+        assert simplejpeg.decode_jpeg_header((src / f"{name}.jpg").read_bytes())[:2] == (240, 320)
+    edit_json(src / "sa_3.json", lambda m: m["annotations"][1]["segmentation"].update(counts="0"))
+    edit_json(src / "sa_4.json", lambda m: m["annotations"][0]["segmentation"].update(counts="garbage!!"))
+    shutil.copy(raw / "sa1b/sa_1.jpg", src / "sa_5.jpg")
+    shutil.copy(raw / "sa1b/sa_1.json", src / "sa_5.json")
+
+    for extra in ([], ["--max-side", 160]):  # copied through, and resized
+        out = tmp_path / f"out{len(extra)}"
+        make_shards("sa1b", "--src", src, "--out", out, "--max-failure-rate", 1, *extra)
+        reasons = failure_reasons(out)
+        assert set(reasons) == {"sa_1", "sa_2", "sa_3", "sa_4"}
+        assert "sa_1.jpg: unreadable JPEG: Premature end of JPEG file" in reasons["sa_1"]
+        assert "sa_2.jpg: unreadable JPEG: Corrupt JPEG data" in reasons["sa_2"]
+        assert "sa_3.jpg: annotation 1 segmentation: RLE counts cover 0 pixels, the mask has 240x320" in reasons["sa_3"]
+        assert "sa_4.jpg: annotation 0 segmentation: RLE counts hold characters outside the COCO alphabet" in reasons["sa_4"]
+        assert list(samples_of(out)) == ["sa_5"]
+        assert verify_shards(out, progress=False)[1] == []

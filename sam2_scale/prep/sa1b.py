@@ -18,6 +18,7 @@ from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
 
 from .shards import SampleError, Source
+from .validate import as_int, describe, is_number, jpeg_size, require_dict, require_list, require_optional_number
 
 
 def find_sa1b_items(src):
@@ -88,22 +89,12 @@ class Sa1bSource(Source):
             yield stem, fail
 
     def _build(self, stem, image_bytes, annotation_bytes, where, add):
-        try:
-            height, width, _, _ = simplejpeg.decode_jpeg_header(image_bytes)
-        except ValueError as exc:
-            raise SampleError(f"{where}: unreadable JPEG: {exc}") from exc
-        try:
-            meta = json.loads(annotation_bytes)
-            annotations = meta["annotations"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SampleError(f"{where}: malformed annotation JSON: {exc}") from exc
+        height, width = jpeg_size(image_bytes, where)
+        meta, annotations = _parse_annotations(annotation_bytes, where)
         if self.max_masks:
             annotations = annotations[: self.max_masks]
         for i, ann in enumerate(annotations):
-            try:
-                rle_utils.check(ann.get("segmentation"), height, width, f"{where}: annotation {i}")
-            except (rle_utils.RLEError, AttributeError) as exc:
-                raise SampleError(str(exc)) from exc
+            _check_annotation(ann, height, width, f"{where}: annotation {i}")
         if self.max_side and max(height, width) > self.max_side:
             image_bytes, annotations, height, width = self._resize(image_bytes, annotations, height, width, where)
         meta = dict(meta, annotations=annotations, schema=schema.IMAGE_SCHEMA)
@@ -129,6 +120,36 @@ class Sa1bSource(Source):
                 raise SampleError(f"{where}: {exc}") from exc
             small = np.asarray(Image.fromarray(mask).resize((new_w, new_h), Image.NEAREST))
             rle = rle_utils.encode(small)
-            x, y, w, h = ann.get("bbox", [0, 0, 0, 0])
+            x, y, w, h = ann.get("bbox") or [0, 0, 0, 0]
             resized.append(dict(ann, segmentation=rle, area=int(small.sum()), bbox=[x * scale, y * scale, w * scale, h * scale]))
         return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=self.quality, colorspace="RGB"), resized, new_h, new_w
+
+
+def _parse_annotations(annotation_bytes, where):
+    """(meta, annotations) of an SA-1B JSON, with the types the writer and the reader rely on."""
+    try:
+        meta = json.loads(annotation_bytes)
+    except ValueError as exc:
+        raise SampleError(f"{where}: malformed annotation JSON: {exc}") from exc
+    require_dict(meta, where, "annotation JSON")
+    if "annotations" not in meta:
+        raise SampleError(f"{where}: malformed annotation JSON: no 'annotations' list")
+    annotations = require_list(meta["annotations"], where, "annotations")
+    require_dict(meta.get("image", {}), where, "image")
+    return meta, annotations
+
+
+def _check_annotation(ann, height, width, where):
+    """One annotation: an object whose RLE decodes to the image size; bbox, area and id, when
+    present, of the types that resizing and training read them as."""
+    require_dict(ann, where, "annotation")
+    try:
+        rle_utils.check(ann.get("segmentation"), height, width, f"{where} segmentation")
+    except rle_utils.RLEError as exc:
+        raise SampleError(str(exc)) from exc
+    bbox = ann.get("bbox")
+    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+        raise SampleError(f"{where}: 'bbox' must be 4 numbers, got {describe(bbox)}")
+    require_optional_number(ann, "area", where)
+    if ann.get("id") is not None and as_int(ann["id"]) is None:
+        raise SampleError(f"{where}: 'id' must be an integer, got {describe(ann['id'])}")
