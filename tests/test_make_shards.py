@@ -465,3 +465,42 @@ def test_damaged_jpeg_bodies_and_garbage_rle_counts_are_skipped(raw, tmp_path):
         assert "sa_4.jpg: annotation 0 segmentation: RLE counts hold characters outside the COCO alphabet" in reasons["sa_4"]
         assert list(samples_of(out)) == ["sa_5"]
         assert verify_shards(out, progress=False)[1] == []
+
+
+def _rewrite_shard(tar, change):
+    """Rewrite a shard's members through change(name, data) -> data, or None to drop the member."""
+    with tarfile.open(tar) as t:
+        members = [(m, t.extractfile(m).read()) for m in t]
+    with tarfile.open(tar, "w") as t:
+        for member, data in members:
+            data = change(member.name, data)
+            if data is not None:
+                member.size = len(data)
+                t.addfile(member, io.BytesIO(data))
+
+
+def test_verify_names_shard_and_sample_in_every_problem(raw, tmp_path):
+    out = tmp_path / "out"
+    make_shards("sa1b", "--src", raw / "sa1b", "--out", out)
+
+    def damage(name, data):
+        if name == "sa_2.json":
+            meta = json.loads(data)
+            meta["annotations"][0]["segmentation"]["counts"] = "garbage!!"
+            meta["annotations"][1]["segmentation"]["counts"] = "0"
+            return json.dumps(meta).encode()
+        if name == "sa_3.jpg":
+            return data[: len(data) // 2]
+        return None if name == "sa_4.json" else data
+
+    _rewrite_shard(out / "shard-000000.tar", damage)
+    problems = verify_shards(out, progress=False)[1]
+    assert all("shard-000000.tar" in p for p in problems), problems
+    expected = [
+        "shard-000000.tar:sa_2 annotation 0: RLE counts hold characters outside the COCO alphabet",
+        "shard-000000.tar:sa_2 annotation 1: RLE counts cover 0 pixels",
+        "shard-000000.tar:sa_3: JPEG does not decode",
+        "shard-000000.tar:sa_4: no .json file",
+    ]
+    for start in expected:
+        assert any(p.startswith(start) for p in problems), (start, problems)
