@@ -504,3 +504,68 @@ def test_verify_names_shard_and_sample_in_every_problem(raw, tmp_path):
     ]
     for start in expected:
         assert any(p.startswith(start) for p in problems), (start, problems)
+
+
+def _sav_copies(raw, folder, count):
+    folder.mkdir()
+    for i in range(count):
+        os.symlink(raw / "sav/videos/sav_000001.mp4", folder / f"sav_{100 + i:06d}.mp4")
+        shutil.copy(raw / "sav/annotations/sav_000001_manual.json", folder / f"sav_{100 + i:06d}_manual.json")
+    return [f"sav_{100 + i:06d}" for i in range(count)]
+
+
+def test_rerun_with_other_settings_after_a_kill_is_refused(raw, tmp_path):
+    """A run killed before manifest.json exists still leaves the record of its settings: another
+    --items-per-shard would plan other shards, skip the finished ones and lose samples."""
+    names = _sav_copies(raw, tmp_path / "videos", 12)
+    out = tmp_path / "out"
+    args = ["sav", "--videos", tmp_path / "videos", "--out", out, "--workers", 1]
+    proc = subprocess.Popen(
+        MAKE + [str(a) for a in args] + ["--items-per-shard", "2", "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while not list(out.glob("shard-*.stats.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = list(out.glob("shard-*.stats.json"))
+    assert 1 <= len(finished) < 6, "the kill must land mid-run"
+    assert not (out / "manifest.json").exists()
+    files_before = sorted(p.name for p in out.glob("shard-*"))
+
+    result = make_shards(*args, "--items-per-shard", 3, check=False)
+    assert result.returncode != 0 and "built with other settings" in result.stderr, result.stderr
+    assert "items_per_shard 2 -> 3" in result.stderr
+    assert sorted(p.name for p in out.glob("shard-*")) == files_before, "a refused run writes no shard"
+
+    make_shards(*args, "--items-per-shard", 2)
+    assert sorted(keys_in_shards(out)) == names, "every sample exactly once"
+    report, problems = verify_shards(out, progress=False)
+    assert problems == [] and report["samples"] == 12
+
+
+def test_settings_record_in_every_state_of_a_folder(tmp_path):
+    """settings.json is created once (exclusively), before any shard, and checked on every run."""
+    from sam2_scale.prep.shards import SettingsMismatch, record_settings
+
+    settings = {"kind": "sav", "items_per_shard": 2, "num_inputs": 8}
+    record_settings(tmp_path / "new", settings)
+    assert json.loads((tmp_path / "new/settings.json").read_text()) == settings
+    record_settings(tmp_path / "new", settings)  # a rerun, or another task of the array
+    with pytest.raises(SettingsMismatch, match="items_per_shard 2 -> 3"):
+        record_settings(tmp_path / "new", dict(settings, items_per_shard=3))
+    # Shards without any record (a killed run of a version before settings.json): unknown settings.
+    (tmp_path / "unknown").mkdir()
+    (tmp_path / "unknown/shard-000000.tar").write_bytes(b"")
+    with pytest.raises(SettingsMismatch, match="no record of the settings"):
+        record_settings(tmp_path / "unknown", settings)
+    # A folder finished before settings.json existed: its manifest has the settings.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old/shard-000000.tar").write_bytes(b"")
+    (tmp_path / "old/manifest.json").write_text(json.dumps({"settings": settings}))
+    with pytest.raises(SettingsMismatch, match="num_inputs 8 -> 9"):
+        record_settings(tmp_path / "old", dict(settings, num_inputs=9))
+    record_settings(tmp_path / "old", settings)
+    assert json.loads((tmp_path / "old/settings.json").read_text()) == settings
