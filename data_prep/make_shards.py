@@ -110,10 +110,10 @@ def make_plans(args):
         source = Sa1bSource(max_side=args.max_side, max_masks=args.max_masks, quality=args.quality)
         items = find_sa1b_items(args.src)
         tars = [i for i in items if i[0] == "tar"]
-        pairs = [i for i in items if i[0] == "pair"]
+        loose = [i for i in items if i[0] != "tar"]  # pairs, and duplicate names (recorded as failures)
         # Each original tar becomes one shard (read once, sequentially); loose files are chunked.
         plans = [ShardPlan(i, (t,)) for i, t in enumerate(tars)]
-        plans += [ShardPlan(len(plans) + p.index, p.items) for p in plan_shards(pairs, args.items_per_shard)]
+        plans += [ShardPlan(len(plans) + p.index, p.items) for p in plan_shards(loose, args.items_per_shard)]
     return source, plans
 
 

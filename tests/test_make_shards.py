@@ -569,3 +569,42 @@ def test_settings_record_in_every_state_of_a_folder(tmp_path):
         record_settings(tmp_path / "old", dict(settings, num_inputs=9))
     record_settings(tmp_path / "old", settings)
     assert json.loads((tmp_path / "old/settings.json").read_text()) == settings
+
+
+def test_same_names_in_different_folders_are_not_mispaired(raw, tmp_path):
+    """a/sa_1.* and b/sa_1.* (here: the files of sa_1 and sa_2) in one tar, or loose: each image
+    goes with its own folder's JSON, and only one of them can have the sample key sa_1."""
+    files = {name: (raw / "sa1b" / name).read_bytes() for name in ("sa_1.jpg", "sa_1.json", "sa_2.jpg", "sa_2.json")}
+    members = [("a/sa_1.jpg", "sa_1.jpg"), ("b/sa_1.jpg", "sa_2.jpg"), ("a/sa_1.json", "sa_1.json"), ("b/sa_1.json", "sa_2.json")]
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    with tarfile.open(tars / "sa_000000.tar", "w") as tar:
+        for member, source in members:
+            info = tarfile.TarInfo(member)
+            info.size = len(files[source])
+            tar.addfile(info, io.BytesIO(files[source]))
+    loose = tmp_path / "loose"
+    for member, source in members:
+        (loose / member).parent.mkdir(parents=True, exist_ok=True)
+        (loose / member).write_bytes(files[source])
+
+    for src in (tars, loose):
+        out = tmp_path / f"out_{src.name}"
+        make_shards("sa1b", "--src", src, "--out", out, "--max-failure-rate", 1)
+        assert keys_in_shards(out) == ["sa_1"]
+        sample = samples_of(out)["sa_1"]
+        assert sample["jpg"] == files["sa_1.jpg"]
+        assert json.loads(sample["json"])["annotations"] == json.loads(files["sa_1.json"])["annotations"]
+        reasons = failure_reasons(out)
+        assert list(reasons) == ["sa_1"] and "b/sa_1.jpg: another image named sa_1" in reasons["sa_1"], reasons
+        assert verify_shards(out, progress=False)[1] == []
+
+    # Any source: a second sample with a key already in the shard is skipped, not merged into it.
+    videos = tmp_path / "videos"
+    for folder in ("x", "y"):
+        (videos / folder).mkdir(parents=True)
+        os.symlink(raw / "sav/videos/sav_000001.mp4", videos / folder / "sav_000001.mp4")
+    out = tmp_path / "out_sav"
+    make_shards("sav", "--videos", videos, "--annotations", raw / "sav/annotations", "--out", out, "--max-failure-rate", 1)
+    assert keys_in_shards(out) == ["sav_000001"]
+    assert "sample key sav_000001 is already in shard-000000" in failure_reasons(out)["sav_000001"]

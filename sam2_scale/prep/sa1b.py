@@ -6,6 +6,7 @@ and its RLE masks with it). `max_masks` keeps the first N annotations of an imag
 
 import io
 import json
+import posixpath
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,26 @@ from .validate import as_int, describe, is_number, jpeg_size, require_dict, requ
 
 
 def find_sa1b_items(src):
-    """Sorted work items: ("pair", jpg, json) for loose files, ("tar", path) per tar file."""
+    """Sorted work items: ("pair", jpg, json) for loose files, ("tar", path) per tar file.
+
+    Sample keys are file names, so two loose images with one name in different folders would
+    give two samples with one key: the first in path order is kept, each later one becomes a
+    ("duplicate", jpg, first jpg) item that is skipped and recorded."""
     src = Path(src)
     items = [("tar", str(p)) for p in sorted(src.rglob("*.tar"))]
+    first_of_name = {}
     for jpg in sorted(src.rglob("*.jpg")):
+        first = first_of_name.setdefault(jpg.stem, jpg)
+        if first != jpg:
+            items.append(("duplicate", str(jpg), str(first)))
+            continue
         json_path = jpg.with_suffix(".json")
         items.append(("pair", str(jpg), str(json_path) if json_path.exists() else None))
     return items
+
+
+def _duplicate_name(where, stem, first):
+    raise SampleError(f"{where}: another image named {stem} ({first}) comes first; sample keys are file names and must be unique")
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,9 @@ class Sa1bSource(Source):
         if item[0] == "pair":
             _, jpg, json_path = item
             yield Path(jpg).stem, lambda add: self._build_from_files(jpg, json_path, add)
+        elif item[0] == "duplicate":
+            _, jpg, first = item
+            yield Path(jpg).stem, lambda add: _duplicate_name(jpg, Path(jpg).stem, first)
         else:
             yield from self._producers_from_tar(item[1])
 
@@ -56,37 +73,41 @@ class Sa1bSource(Source):
         return self._build(Path(jpg).stem, image_bytes, annotation, jpg, add)
 
     def _producers_from_tar(self, tar_path):
-        """Stream the tar once; pair each image with its JSON as they come."""
-        pending = {}
+        """Stream the tar once; pair each image with the JSON of the same member path (without
+        suffix) as they come. Same-named members in different folders are different samples, but
+        would share a sample key: the first complete pair keeps it, later ones are skipped."""
+        pending, first_of_name = {}, {}
         try:
             with tarfile.open(tar_path, mode="r|*") as tar:
                 for member in tar:
                     if not member.isfile():
                         continue
-                    name = Path(member.name)
-                    if name.suffix not in (".jpg", ".json"):
+                    base, suffix = posixpath.splitext(posixpath.normpath(member.name))
+                    if suffix not in (".jpg", ".json"):
                         continue
                     data = tar.extractfile(member).read()
-                    parts = pending.setdefault(name.stem, {})
-                    parts[name.suffix] = data
-                    if len(parts) == 2:
-                        del pending[name.stem]
-                        where = f"{tar_path}:{name.stem}"
-                        yield (
-                            name.stem,
-                            (lambda add, s=name.stem, p=parts, w=where: self._build(s, p[".jpg"], p[".json"], w, add)),
-                        )
+                    parts = pending.setdefault(base, {})
+                    parts[suffix] = data
+                    if len(parts) < 2:
+                        continue
+                    del pending[base]
+                    stem, where = posixpath.basename(base), f"{tar_path}:{base}.jpg"
+                    first = first_of_name.setdefault(stem, base)
+                    if first != base:
+                        yield stem, (lambda add, w=where, s=stem, f=f"{tar_path}:{first}.jpg": _duplicate_name(w, s, f))
+                        continue
+                    yield stem, (lambda add, s=stem, p=parts, w=where: self._build(s, p[".jpg"], p[".json"], w, add))
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise SampleError(
                 f"{tar_path}: unreadable tar ({type(exc).__name__}: {exc}); samples before this point were kept"
             ) from exc
-        for stem, parts in pending.items():
+        for base, parts in pending.items():
             missing = ".json" if ".jpg" in parts else ".jpg"
 
-            def fail(add, stem=stem, missing=missing):
-                raise SampleError(f"{tar_path}: {stem} has no {missing} file")
+            def fail(add, base=base, missing=missing):
+                raise SampleError(f"{tar_path}: {base} has no {missing} file")
 
-            yield stem, fail
+            yield posixpath.basename(base), fail
 
     def _build(self, stem, image_bytes, annotation_bytes, where, add):
         height, width = jpeg_size(image_bytes, where)

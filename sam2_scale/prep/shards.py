@@ -171,6 +171,7 @@ def build_shard(plan, out_dir, source):
     start = time.time()
     tmp_tar = out_dir / f".{plan.name}.tar.tmp-{os.getpid()}"
     stats = {"shard": plan.name, "items": len(plan.items), "samples": 0, "frames": 0, "bytes": 0, "failures": [], "keys": []}
+    keys = set()
     with open(tmp_tar, "wb") as raw, wds.TarWriter(raw, mtime=0) as sink:
         for item in plan.items:
             try:
@@ -178,6 +179,10 @@ def build_shard(plan, out_dir, source):
                     staging = _Staging(out_dir, key_hint)
                     try:
                         key, num_frames = produce(staging.add)
+                        if key in keys:
+                            # WebDataset groups members by key: a second sample with one key
+                            # would merge with (or break the reading of) the first.
+                            raise SampleError(f"sample key {key} is already in {plan.name} (two inputs with one name?)")
                         staging.copy_into(sink)
                     except SampleError as exc:
                         stats["failures"].append({"source": key_hint, "reason": str(exc)})
@@ -188,6 +193,7 @@ def build_shard(plan, out_dir, source):
                     stats["frames"] += num_frames
                     stats["bytes"] += staging.bytes
                     stats["keys"].append(key)
+                    keys.add(key)
             except SampleError as exc:  # the item itself is unreadable (e.g. a corrupt tar)
                 stats["failures"].append({"source": str(item), "reason": str(exc)})
         raw.flush()
