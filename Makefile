@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PIP) install -e '.[bench]'
 	$(PY) benchmarks/model_step.py --write BENCHMARKS.md
 	$(PY) benchmarks/frame_extraction.py --write BENCHMARKS.md
+	$(PY) benchmarks/prep_checks.py --write BENCHMARKS.md
 	$(PY) benchmarks/input_pipeline.py --write BENCHMARKS.md
 	$(PY) benchmarks/trainer_overhead.py --write BENCHMARKS.md
 	$(PY) benchmarks/gpu_throughput.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --toy) --write BENCHMARKS.md

@@ -6,18 +6,18 @@
   python data_prep/make_shards.py sa1b  --src DIR --out DIR [--max-side 1500] [--max-masks 200]
 
 Output: OUT/shard-NNNNNN.tar (samples, see sam2_scale/data/schema.py), OUT/shard-NNNNNN.stats.json
-(samples, frames, bytes, failures with reasons, seconds) and OUT/manifest.json (totals, shard
-list, all failures). Work is split into shards deterministically from the sorted input list, so
---num-tasks/--task-id (default: from SLURM_ARRAY_TASK_COUNT/SLURM_ARRAY_TASK_ID) run disjoint
-parts on different machines. A rerun skips finished shards; a killed run leaves no shard that
-looks finished. Bad inputs (corrupt video or image, missing or malformed annotations, RLE sizes
-that disagree with the frames) are skipped and recorded; the exit status is 3 when the failure
-rate exceeds --max-failure-rate.
+(samples, frames, bytes, failures with reasons, seconds), OUT/settings.json (recorded before the
+first shard; a rerun with other settings or inputs is refused) and OUT/manifest.json (totals,
+shard list, all failures). Work is split into shards deterministically from the sorted input
+list, so --num-tasks/--task-id (default: from SLURM_ARRAY_TASK_COUNT/SLURM_ARRAY_TASK_ID) run
+disjoint parts on different machines. A rerun skips finished shards; a killed run leaves no
+shard that looks finished. Bad inputs (corrupt video or image, damaged JPEG body, missing or
+malformed annotations or fields of the wrong type, RLEs that do not decode to the frame size)
+are skipped and recorded; the exit status is 3 when the failure rate exceeds --max-failure-rate.
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -30,7 +30,15 @@ except ImportError:  # run as a script from a checkout
 from sam2_scale.prep.davis import DavisSource, find_davis_items
 from sam2_scale.prep.sa1b import Sa1bSource, find_sa1b_items
 from sam2_scale.prep.sav import SavSource, find_sav_items
-from sam2_scale.prep.shards import ShardPlan, plan_shards, run_shards, task_shards, write_manifest
+from sam2_scale.prep.shards import (
+    SettingsMismatch,
+    ShardPlan,
+    plan_shards,
+    record_settings,
+    run_shards,
+    task_shards,
+    write_manifest,
+)
 
 EXIT_TOO_MANY_FAILURES = 3
 
@@ -102,10 +110,10 @@ def make_plans(args):
         source = Sa1bSource(max_side=args.max_side, max_masks=args.max_masks, quality=args.quality)
         items = find_sa1b_items(args.src)
         tars = [i for i in items if i[0] == "tar"]
-        pairs = [i for i in items if i[0] == "pair"]
+        loose = [i for i in items if i[0] != "tar"]  # pairs, and duplicate names (recorded as failures)
         # Each original tar becomes one shard (read once, sequentially); loose files are chunked.
         plans = [ShardPlan(i, (t,)) for i, t in enumerate(tars)]
-        plans += [ShardPlan(len(plans) + p.index, p.items) for p in plan_shards(pairs, args.items_per_shard)]
+        plans += [ShardPlan(len(plans) + p.index, p.items) for p in plan_shards(loose, args.items_per_shard)]
     return source, plans
 
 
@@ -119,13 +127,11 @@ def main(argv=None):
         "items_per_shard": args.items_per_shard,
         "num_inputs": sum(len(p.items) for p in plans),
     }
-    previous = out / "manifest.json"
-    if previous.exists():
-        old = json.loads(previous.read_text()).get("settings")
-        if old != json.loads(json.dumps(settings)):
-            sys.exit(
-                f"{out} holds shards built with other settings or inputs:\n  before: {old}\n  now:    {settings}\nuse a new --out"
-            )
+    try:
+        # Before any shard: a run killed at any point leaves a record a rerun is checked against.
+        record_settings(out, settings)
+    except SettingsMismatch as exc:
+        sys.exit(str(exc))
     mine = task_shards(plans, args.num_tasks, args.task_id)
     print(
         f"[make_shards] {args.kind}: {settings['num_inputs']} inputs in {len(plans)} shards; "

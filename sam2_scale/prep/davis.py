@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import simplejpeg
 from PIL import Image
 
 from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
 
 from .shards import SampleError, Source
+from .validate import jpeg_size
 
 
 def find_davis_items(frames_dir, masks_dir):
@@ -43,18 +43,16 @@ def _read_png(path):
         with Image.open(path) as img:
             img.load()
             return np.array(img)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SampleError(f"{path}: unreadable mask PNG: {exc}") from exc
 
 
 def _jpeg_size(path):
-    data = Path(path).read_bytes()
     try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        simplejpeg.decode_jpeg(data, min_height=1, min_width=1)  # full parse at the smallest DCT scale
-    except (ValueError, RuntimeError) as exc:
-        raise SampleError(f"{path}: unreadable JPEG: {exc}") from exc
-    return data, height, width
+        data = Path(path).read_bytes()
+    except OSError as exc:  # e.g. a dangling link in a frame folder
+        raise SampleError(f"{path}: unreadable frame: {exc}") from exc
+    return (data, *jpeg_size(data, path))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ and its RLE masks with it). `max_masks` keeps the first N annotations of an imag
 
 import io
 import json
+import posixpath
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +19,30 @@ from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
 
 from .shards import SampleError, Source
+from .validate import as_int, describe, is_number, jpeg_size, require_dict, require_list, require_optional_number
 
 
 def find_sa1b_items(src):
-    """Sorted work items: ("pair", jpg, json) for loose files, ("tar", path) per tar file."""
+    """Sorted work items: ("pair", jpg, json) for loose files, ("tar", path) per tar file.
+
+    Sample keys are file names, so two loose images with one name in different folders would
+    give two samples with one key: the first in path order is kept, each later one becomes a
+    ("duplicate", jpg, first jpg) item that is skipped and recorded."""
     src = Path(src)
     items = [("tar", str(p)) for p in sorted(src.rglob("*.tar"))]
+    first_of_name = {}
     for jpg in sorted(src.rglob("*.jpg")):
+        first = first_of_name.setdefault(jpg.stem, jpg)
+        if first != jpg:
+            items.append(("duplicate", str(jpg), str(first)))
+            continue
         json_path = jpg.with_suffix(".json")
         items.append(("pair", str(jpg), str(json_path) if json_path.exists() else None))
     return items
+
+
+def _duplicate_name(where, stem, first):
+    raise SampleError(f"{where}: another image named {stem} ({first}) comes first; sample keys are file names and must be unique")
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,9 @@ class Sa1bSource(Source):
         if item[0] == "pair":
             _, jpg, json_path = item
             yield Path(jpg).stem, lambda add: self._build_from_files(jpg, json_path, add)
+        elif item[0] == "duplicate":
+            _, jpg, first = item
+            yield Path(jpg).stem, lambda add: _duplicate_name(jpg, Path(jpg).stem, first)
         else:
             yield from self._producers_from_tar(item[1])
 
@@ -55,55 +73,49 @@ class Sa1bSource(Source):
         return self._build(Path(jpg).stem, image_bytes, annotation, jpg, add)
 
     def _producers_from_tar(self, tar_path):
-        """Stream the tar once; pair each image with its JSON as they come."""
-        pending = {}
+        """Stream the tar once; pair each image with the JSON of the same member path (without
+        suffix) as they come. Same-named members in different folders are different samples, but
+        would share a sample key: the first complete pair keeps it, later ones are skipped."""
+        pending, first_of_name = {}, {}
         try:
             with tarfile.open(tar_path, mode="r|*") as tar:
                 for member in tar:
                     if not member.isfile():
                         continue
-                    name = Path(member.name)
-                    if name.suffix not in (".jpg", ".json"):
+                    base, suffix = posixpath.splitext(posixpath.normpath(member.name))
+                    if suffix not in (".jpg", ".json"):
                         continue
                     data = tar.extractfile(member).read()
-                    parts = pending.setdefault(name.stem, {})
-                    parts[name.suffix] = data
-                    if len(parts) == 2:
-                        del pending[name.stem]
-                        where = f"{tar_path}:{name.stem}"
-                        yield (
-                            name.stem,
-                            (lambda add, s=name.stem, p=parts, w=where: self._build(s, p[".jpg"], p[".json"], w, add)),
-                        )
+                    parts = pending.setdefault(base, {})
+                    parts[suffix] = data
+                    if len(parts) < 2:
+                        continue
+                    del pending[base]
+                    stem, where = posixpath.basename(base), f"{tar_path}:{base}.jpg"
+                    first = first_of_name.setdefault(stem, base)
+                    if first != base:
+                        yield stem, (lambda add, w=where, s=stem, f=f"{tar_path}:{first}.jpg": _duplicate_name(w, s, f))
+                        continue
+                    yield stem, (lambda add, s=stem, p=parts, w=where: self._build(s, p[".jpg"], p[".json"], w, add))
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise SampleError(
                 f"{tar_path}: unreadable tar ({type(exc).__name__}: {exc}); samples before this point were kept"
             ) from exc
-        for stem, parts in pending.items():
+        for base, parts in pending.items():
             missing = ".json" if ".jpg" in parts else ".jpg"
 
-            def fail(add, stem=stem, missing=missing):
-                raise SampleError(f"{tar_path}: {stem} has no {missing} file")
+            def fail(add, base=base, missing=missing):
+                raise SampleError(f"{tar_path}: {base} has no {missing} file")
 
-            yield stem, fail
+            yield posixpath.basename(base), fail
 
     def _build(self, stem, image_bytes, annotation_bytes, where, add):
-        try:
-            height, width, _, _ = simplejpeg.decode_jpeg_header(image_bytes)
-        except ValueError as exc:
-            raise SampleError(f"{where}: unreadable JPEG: {exc}") from exc
-        try:
-            meta = json.loads(annotation_bytes)
-            annotations = meta["annotations"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SampleError(f"{where}: malformed annotation JSON: {exc}") from exc
+        height, width = jpeg_size(image_bytes, where)
+        meta, annotations = _parse_annotations(annotation_bytes, where)
         if self.max_masks:
             annotations = annotations[: self.max_masks]
         for i, ann in enumerate(annotations):
-            try:
-                rle_utils.check(ann.get("segmentation"), height, width, f"{where}: annotation {i}")
-            except (rle_utils.RLEError, AttributeError) as exc:
-                raise SampleError(str(exc)) from exc
+            _check_annotation(ann, height, width, f"{where}: annotation {i}")
         if self.max_side and max(height, width) > self.max_side:
             image_bytes, annotations, height, width = self._resize(image_bytes, annotations, height, width, where)
         meta = dict(meta, annotations=annotations, schema=schema.IMAGE_SCHEMA)
@@ -129,6 +141,36 @@ class Sa1bSource(Source):
                 raise SampleError(f"{where}: {exc}") from exc
             small = np.asarray(Image.fromarray(mask).resize((new_w, new_h), Image.NEAREST))
             rle = rle_utils.encode(small)
-            x, y, w, h = ann.get("bbox", [0, 0, 0, 0])
+            x, y, w, h = ann.get("bbox") or [0, 0, 0, 0]
             resized.append(dict(ann, segmentation=rle, area=int(small.sum()), bbox=[x * scale, y * scale, w * scale, h * scale]))
         return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=self.quality, colorspace="RGB"), resized, new_h, new_w
+
+
+def _parse_annotations(annotation_bytes, where):
+    """(meta, annotations) of an SA-1B JSON, with the types the writer and the reader rely on."""
+    try:
+        meta = json.loads(annotation_bytes)
+    except ValueError as exc:
+        raise SampleError(f"{where}: malformed annotation JSON: {exc}") from exc
+    require_dict(meta, where, "annotation JSON")
+    if "annotations" not in meta:
+        raise SampleError(f"{where}: malformed annotation JSON: no 'annotations' list")
+    annotations = require_list(meta["annotations"], where, "annotations")
+    require_dict(meta.get("image", {}), where, "image")
+    return meta, annotations
+
+
+def _check_annotation(ann, height, width, where):
+    """One annotation: an object whose RLE decodes to the image size; bbox, area and id, when
+    present, of the types that resizing and training read them as."""
+    require_dict(ann, where, "annotation")
+    try:
+        rle_utils.check(ann.get("segmentation"), height, width, f"{where} segmentation")
+    except rle_utils.RLEError as exc:
+        raise SampleError(str(exc)) from exc
+    bbox = ann.get("bbox")
+    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+        raise SampleError(f"{where}: 'bbox' must be 4 numbers, got {describe(bbox)}")
+    require_optional_number(ann, "area", where)
+    if ann.get("id") is not None and as_int(ann["id"]) is None:
+        raise SampleError(f"{where}: 'id' must be an integer, got {describe(ann['id'])}")

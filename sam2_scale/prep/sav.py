@@ -13,6 +13,7 @@ from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
 
 from .shards import SampleError, Source
+from .validate import as_int, describe, require_optional_number
 from .video import VideoDecodeError, iter_kept_frames
 
 # Object ids of auto masklets are offset so they never collide with manual ones.
@@ -33,7 +34,7 @@ def find_sav_items(videos_dir, annotations_dir=None):
 
 
 def load_masklets(path, video_id):
-    """(rows, object_ids, meta) of an SA-V annotation file, validated for shape."""
+    """(rows, object_ids, meta) of an SA-V annotation file, validated for shape and field types."""
     try:
         meta = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -41,13 +42,27 @@ def load_masklets(path, video_id):
     if not isinstance(meta, dict) or not isinstance(meta.get("masklet"), list):
         raise SampleError(f"{path}: no 'masklet' list")
     rows = meta["masklet"]
-    ids = meta.get("masklet_id") or list(range(len(rows[0]) if rows else 0))
     for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != len(ids):
-            raise SampleError(
-                f"{path}: masklet row {i} has {len(row) if isinstance(row, list) else '?'} objects, expected {len(ids)}"
-            )
-    return rows, [int(i) for i in ids], meta
+        if not isinstance(row, list):
+            raise SampleError(f"{path}: masklet row {i} must be a list of RLEs, got {describe(row)}")
+    ids = _masklet_ids(meta, rows, path)
+    for i, row in enumerate(rows):
+        if len(row) != len(ids):
+            raise SampleError(f"{path}: masklet row {i} has {len(row)} objects, expected {len(ids)}")
+    # Read later for the fps; a wrong type would crash every run on this file.
+    for key in ("video_duration", "video_frame_count"):
+        require_optional_number(meta, key, path)
+    return rows, ids, meta
+
+
+def _masklet_ids(meta, rows, path):
+    """The object ids: 'masklet_id' when given (integers), else 0..K-1 from the first row."""
+    ids = meta.get("masklet_id")
+    if ids is None or ids == []:
+        return list(range(len(rows[0]) if rows else 0))
+    if not isinstance(ids, list) or any(as_int(i) is None for i in ids):
+        raise SampleError(f"{path}: 'masklet_id' must be a list of integers, got {describe(ids)}")
+    return [as_int(i) for i in ids]
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,7 @@ class SavSource(Source):
 
 def _fps_of(meta):
     duration, count = meta.get("video_duration"), meta.get("video_frame_count")
-    if duration and count and duration > 0:
+    if duration and count and duration > 0 and count > 0:
         fps = float(count) / float(duration)
         return round(fps, 3) if math.isfinite(fps) else None
     return None

@@ -3,6 +3,10 @@ each atomically with its stats, skip finished ones on rerun, and summarise in a 
 
 A shard is finished when its `.stats.json` exists: it is written (atomically) only after the
 tar has been renamed into place, so a killed run never leaves a shard that looks done.
+
+The settings of a build are recorded in `settings.json` before its first shard is started: a
+rerun with other settings (which would plan other shards and skip or repeat samples) is refused
+however the previous run ended, also when it was killed long before writing manifest.json.
 """
 
 import json
@@ -46,15 +50,91 @@ def task_shards(plans, num_tasks, task_id):
     return [p for p in plans if p.index % num_tasks == task_id]
 
 
-def write_json_atomic(path, obj):
+SETTINGS_FILE = "settings.json"
+
+
+class SettingsMismatch(Exception):
+    """The output folder holds (part of) a shard build made with other settings or inputs."""
+
+
+def _write_temp_json(path, obj):
+    """`obj` in a new, fsynced temp file next to `path` (a unique name: tasks share folders)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return Path(tmp)
+
+
+def write_json_atomic(path, obj):
+    os.replace(_write_temp_json(path, obj), path)
+    return Path(path)
+
+
+def _create_json_once(path, obj):
+    """Write `obj` to `path` atomically unless `path` exists; False when it did (e.g. another
+    task of the job array recorded its settings first)."""
+    tmp = _write_temp_json(path, obj)
+    try:
+        os.link(tmp, path)  # atomic and exclusive: exactly one task creates the record
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: atomic, but the last writer wins
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def _recorded_settings(out_dir):
+    """The settings recorded in `out_dir`: settings.json, or for a folder built before that
+    file existed, the settings in manifest.json; None when neither exists."""
+    for name, field in ((SETTINGS_FILE, None), ("manifest.json", "settings")):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        try:
+            record = json.loads(path.read_text())
+            return record if field is None else record[field]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SettingsMismatch(f"{path}: unreadable record of the build settings ({exc}); use a new --out") from exc
+    return None
+
+
+def _differences(before, now):
+    keys = sorted(set(before) | set(now)) if isinstance(before, dict) else []
+    return ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys if before.get(k) != now.get(k))
+
+
+def _check_same(out_dir, recorded, settings):
+    if recorded != settings:
+        raise SettingsMismatch(
+            f"{out_dir} holds shards built with other settings or inputs ({_differences(recorded, settings)}):\n"
+            f"  before: {recorded}\n  now:    {settings}\n"
+            "use a new --out, or the settings from before to finish that build"
+        )
+
+
+def record_settings(out_dir, settings):
+    """Record `settings` as those of the shard build in `out_dir` before any shard is written,
+    or check them against the record of an earlier (possibly killed) run or of another task.
+    Raises SettingsMismatch when they differ, or when shards exist without any record."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = json.loads(json.dumps(settings))  # as they read back: tuples become lists
+    recorded = _recorded_settings(out_dir)
+    if recorded is None and (any(out_dir.glob("shard-*.tar")) or any(out_dir.glob("shard-*.stats.json"))):
+        raise SettingsMismatch(
+            f"{out_dir} holds shards but no record of the settings they were built with "
+            f"({SETTINGS_FILE} or manifest.json): use a new --out"
+        )
+    if recorded is not None:
+        _check_same(out_dir, recorded, settings)
+    if not (out_dir / SETTINGS_FILE).exists() and not _create_json_once(out_dir / SETTINGS_FILE, settings):
+        _check_same(out_dir, _recorded_settings(out_dir), settings)  # another task recorded first
+    return settings
 
 
 class _Staging:
@@ -79,6 +159,9 @@ class _Staging:
                 sink.tarstream.addfile(member, staged.extractfile(member))
 
     def close(self):
+        # The tar stream first: left open, it would flush its buffer into the closed file when
+        # garbage-collected ("Exception ignored ... write to closed file" per failed sample).
+        self.writer.close()
         self.file.close()
 
 
@@ -88,6 +171,7 @@ def build_shard(plan, out_dir, source):
     start = time.time()
     tmp_tar = out_dir / f".{plan.name}.tar.tmp-{os.getpid()}"
     stats = {"shard": plan.name, "items": len(plan.items), "samples": 0, "frames": 0, "bytes": 0, "failures": [], "keys": []}
+    keys = set()
     with open(tmp_tar, "wb") as raw, wds.TarWriter(raw, mtime=0) as sink:
         for item in plan.items:
             try:
@@ -95,6 +179,10 @@ def build_shard(plan, out_dir, source):
                     staging = _Staging(out_dir, key_hint)
                     try:
                         key, num_frames = produce(staging.add)
+                        if key in keys:
+                            # WebDataset groups members by key: a second sample with one key
+                            # would merge with (or break the reading of) the first.
+                            raise SampleError(f"sample key {key} is already in {plan.name} (two inputs with one name?)")
                         staging.copy_into(sink)
                     except SampleError as exc:
                         stats["failures"].append({"source": key_hint, "reason": str(exc)})
@@ -105,6 +193,7 @@ def build_shard(plan, out_dir, source):
                     stats["frames"] += num_frames
                     stats["bytes"] += staging.bytes
                     stats["keys"].append(key)
+                    keys.add(key)
             except SampleError as exc:  # the item itself is unreadable (e.g. a corrupt tar)
                 stats["failures"].append({"source": str(item), "reason": str(exc)})
         raw.flush()

@@ -1,4 +1,7 @@
-"""Read every sample of a shard set back and check it against the schema and the manifest."""
+"""Read every sample of a shard set back and check it against the schema and the manifest.
+
+Every problem names where it is: `SHARD.tar:KEY ...` for a sample, the shard or the manifest
+for counts and sizes."""
 
 import json
 from pathlib import Path
@@ -23,10 +26,24 @@ def _check_jpeg(data, height, width, where, problems):
 
 def _check_rle(rle, height, width, where, problems):
     try:
-        rle_utils.check(rle, height, width, where)
-        rle_utils.decode(rle)
+        rle_utils.check(rle, height, width, where)  # its messages start with `where`
     except rle_utils.RLEError as exc:
         problems.append(str(exc))
+        return
+    try:
+        rle_utils.decode(rle)
+    except rle_utils.RLEError as exc:
+        problems.append(f"{where}: {exc}")
+
+
+def _check_sample(check, sample, where):
+    """The problems of one sample; malformed metadata is one problem, not the end of the shard."""
+    if schema.META_EXT not in sample:
+        return [f"{where}: no .{schema.META_EXT} file"]
+    try:
+        return check(sample, where)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return [f"{where}: malformed metadata: {type(exc).__name__}: {exc}"]
 
 
 def check_video_sample(sample, where):
@@ -89,7 +106,7 @@ def verify_shards(folder, progress=True):
             for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
                 where = f"{path.name}:{sample['__key__']}"
                 keys.append(sample["__key__"])
-                problems += check(sample, where)
+                problems += _check_sample(check, sample, where)
                 frames += sum(schema.frame_index_of(ext) is not None for ext in sample) if check is check_video_sample else 1
         except Exception as exc:  # a damaged tar: report, keep verifying the others
             problems.append(f"{path}: unreadable after {len(keys)} samples: {type(exc).__name__}: {exc}")
