@@ -131,6 +131,7 @@ def main(argv=None):
     overrides.append(f"train.precision={precision}")
     if args.steps:
         overrides.append(f"optim.total_steps={args.steps}")
+        overrides.append(f"optim.warmup_steps={min(cfg.optim.warmup_steps, args.steps)}")  # warmup fits in the run
         overrides.append(f"eval.every={max(args.steps // 2, 1)}")
     overrides += args.overrides
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", WANDB_MODE="offline", WANDB_SILENT="true")
