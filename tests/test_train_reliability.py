@@ -118,7 +118,10 @@ def test_a_dataset_that_gives_no_clip_stops_the_run_naming_it(case, training_sha
     dataset = {"name": "sav", "shards": pattern, "kind": "video", "batch_size": 1, "num_frames": 8}
     config = write_config(tmp_path / "c.yaml", training_shards, tmp_path / "run", data={"datasets": [dataset], "num_workers": 1})
     start = time.time()
-    result = train(tmp_path, config, timeout=180)  # a regression hangs: the timeout fails the test
+    try:
+        result = train(tmp_path, config, timeout=180)  # a regression hangs: the timeout fails the test
+    finally:
+        kill_leftovers(config)  # a hung loader worker outlives its killed rank
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
     assert time.time() - start < 120
     message = result.stderr.strip().splitlines()[-1]
