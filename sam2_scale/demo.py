@@ -105,8 +105,9 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", help="training config overrides, e.g. train.strategy=fsdp optim.base_lr=5e-4")
     args = parser.parse_args(argv)
     start = time.time()
-    cfg = load_config(CONFIG, args.overrides)  # fails early, naming a wrong key
     out = Path(args.out).resolve()
+    os.chdir(ROOT)  # as every stage runs: relative paths in the config (ds_configs/...) are from the repository
+    cfg = load_config(CONFIG, args.overrides)  # fails early, naming a wrong key
     train_dir = out / "train"
 
     shards = make_data(out, args.workers)
@@ -130,13 +131,14 @@ def main(argv=None):
     overrides.append(f"train.precision={precision}")
     if args.steps:
         overrides.append(f"optim.total_steps={args.steps}")
+        overrides.append(f"optim.warmup_steps={min(cfg.optim.warmup_steps, args.steps)}")  # warmup fits in the run
         overrides.append(f"eval.every={max(args.steps // 2, 1)}")
     overrides += args.overrides
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", WANDB_MODE="offline", WANDB_SILENT="true")
     env.setdefault("PYTHONWARNINGS", "ignore")
     train_start = time.time()
     run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+        [sys.executable, "-m", "sam2_scale.train.torchrun", "--standalone", f"--nproc_per_node={args.nproc}",
          "-m", "sam2_scale.train", "--config", CONFIG, "--resume", "none", *overrides],
         env=env,
     )  # fmt: skip

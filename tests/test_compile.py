@@ -9,7 +9,6 @@ to CPU minutes. Kernels themselves are the GPU benchmark's business.
 import numpy as np
 import pytest
 import torch
-from grads import assert_same_gradients
 from torch._dynamo.utils import counters
 from tracking_driver import synthetic_clip
 

@@ -70,7 +70,7 @@ def test_mose_recipe_has_the_released_numbers(reference_hparams):
 
 def test_data_section_is_typed_down_to_each_dataset(tmp_path):
     text = (
-        "data:\n  resolution: 512\n  datasets:\n"
+        "model:\n  image_size: 512\ndata:\n  resolution: 512\n  datasets:\n"
         "    - {name: sa1b, shards: /s/sa1b-*.tar, kind: image, batch_size: 4, num_frames: 1}\n"
         "    - {name: sav, shards: /s/sav-*.tar, batch_size: 1, weight: 2}\n"
     )
@@ -79,3 +79,48 @@ def test_data_section_is_typed_down_to_each_dataset(tmp_path):
     assert cfg.data.datasets[1].weight == 2.0 and cfg.data.datasets[1].num_frames == 8
     with pytest.raises(ConfigError, match=r"data\.datasets\[0\]: unknown key\(s\) batchsize"):
         load_config(write(tmp_path, "data:\n  datasets:\n    - {name: a, batchsize: 2}\n"))
+
+
+DATASET = "{name: sav, shards: /s/sav-*.tar, kind: video, batch_size: 1, num_frames: 8}"
+
+
+def datasets(*replacements):
+    """A `data.datasets=[...]` override of DATASET with `old -> new` text replacements."""
+    text = DATASET
+    for old, new in replacements:
+        text = text.replace(old, new)
+    return f"data.datasets=[{text}]"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.grad_accum_steps=0"], r"train\.grad_accum_steps: must be >= 1, got 0"),
+        (["train.log_every=0"], r"train\.log_every: must be >= 1, got 0"),
+        (["train.steps_per_epoch=0"], r"train\.steps_per_epoch: must be >= 1, got 0"),
+        (["checkpoint.every=-1"], r"checkpoint\.every: must be >= 0, got -1"),
+        (["optim.total_steps=100", "optim.warmup_steps=101"], r"optim\.warmup_steps: must be between 0 and optim\.total_steps"),
+        (["model.image_size=512"], r"model\.image_size: 512 differs from data\.resolution 1024"),
+        (["model.image_size=0", "data.resolution=0"], r"data\.resolution: must be > 0, got 0"),
+        (
+            ["train.strategy=deepspeed", "train.deepspeed_config=ds_configs/zero9.json"],
+            r"train\.deepspeed_config: 'ds_configs/zero9\.json' is not a file",
+        ),
+        ([datasets(("video", "vidoe"))], r"data\.datasets\[0\] \(sav\)\.kind: 'vidoe' is not one of video, image"),
+        ([datasets(("num_frames: 8", "num_frames: 0"))], r"data\.datasets\[0\] \(sav\)\.num_frames: must be >= 1"),
+        ([datasets(("video", "image"))], r"\(sav\)\.num_frames: an image dataset gives 1-frame clips, got 8"),
+        ([datasets(("batch_size: 1", "batch_size: 0"))], r"\(sav\)\.batch_size: must be >= 1"),
+        ([f"data.datasets=[{DATASET}, {DATASET}]"], r"data\.datasets\[0\]\.name: must be a unique"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_naming_the_key(overrides, message):
+    """Each of these used to fail late (after the model was built) with an unrelated error, hang, or
+    be accepted: a KeyError for accumulation 0, a ZeroDivisionError for log_every 0, a checkpoint
+    every step for every=-1, a dataset that can never give a clip."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_a_valid_config_still_loads_with_matching_sizes():
+    cfg = load_config(None, ["model.image_size=256", "data.resolution=256", datasets(), "checkpoint.every=0"])
+    assert cfg.model.image_size == cfg.data.resolution == 256 and cfg.checkpoint.every == 0

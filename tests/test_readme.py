@@ -110,6 +110,10 @@ def test_readme_commands_name_what_exists():
         if argv[0] == "make":
             for target in [a for a in argv[1:] if "=" not in a]:
                 assert re.search(rf"^{target}:", makefile, re.M), f"README: no make target {target!r} ({line})"
+        elif argv[1:3] == ["-m", "sam2_scale.train.torchrun"]:  # torchrun's options, then `-m` and the script's
+            script_at = argv.index("-m", 3)
+            check_python(argv[1:script_at], helps)
+            check_python(argv[script_at:], helps)
         elif argv[0] in ("python", "python3"):
             check_python(argv[1:], helps)
         elif argv[0] in ("torchrun", "srun"):

@@ -6,6 +6,8 @@ seeded by (seed, epoch, step): the same dataset on every rank, so the collective
 are never mixed across datasets.
 """
 
+import signal
+
 import numpy as np
 import torch
 
@@ -15,6 +17,11 @@ from .streams import clip_pipeline
 
 def _worker_init(_):
     torch.set_num_threads(1)  # workers decode and warp; intra-op threads would oversubscribe
+    # SIGUSR1 / SIGUSR2 sent to the whole process group (scancel --signal, kill -- -PGID) are for the
+    # rank, which checkpoints and then ends its workers; a worker killed by one would fail the rank's
+    # next batch. (SIGTERM stays as it is: multiprocessing and the DataLoader stop workers with it.)
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class MixedLoader:
@@ -22,6 +29,8 @@ class MixedLoader:
         """pin_memory: hand out batches in page-locked memory (for asynchronous copies to a GPU)."""
         if not data_cfg.datasets:
             raise ValueError("no datasets configured (data.datasets is empty)")
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}: an epoch without batches never ends")
         self.cfg = data_cfg
         self.steps_per_epoch = steps_per_epoch
         self.pin_memory = pin_memory

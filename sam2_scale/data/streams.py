@@ -5,7 +5,10 @@
 
 Bad data never stops a stream: a damaged tar, an undecodable sample or one that cannot give a
 clip is skipped, and the number skipped travels with the next clip (`skipped`) so the trainer
-can report it.
+can report it. A stream that skips `data.max_skipped_in_a_row` inputs (samples, damaged or empty
+shards) without producing one clip cannot work at all (num_frames above what the videos hold,
+the wrong `kind`, ...): it raises NoClipsError, naming the dataset, its shards and the reasons,
+instead of searching forever.
 
 Resuming ("continues" means): in resampled mode, each worker's shard draws are a deterministic
 sequence from (seed, epoch, rank, worker). The loader state records, per worker, the last draw
@@ -15,8 +18,10 @@ is replayed; the rest of the shard in flight and the shuffle buffer at save time
 not replayed. Restore needs the same seed, world size and number of workers.
 """
 
+import collections
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +54,7 @@ class DataConfig:
     shuffle_buffer: int = 64
     seed: int = 0
     resampled: bool = True  # infinite, i.i.d. shard draws (training); False: each shard once (evaluation)
+    max_skipped_in_a_row: int = 1000  # inputs skipped without one clip before a dataset is declared unusable
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -81,18 +87,53 @@ def _worker(phase=0):
     return (info.id + phase) % info.num_workers, info.num_workers
 
 
-class SkipCounter:
-    """A webdataset error handler that counts instead of raising (one per worker process)."""
+class NoClipsError(RuntimeError):
+    """A dataset skipped `data.max_skipped_in_a_row` inputs in a row without producing a clip."""
 
-    def __init__(self):
-        self.count = 0
+
+class EmptyShard(Exception):
+    """A shard that holds no sample: drawing it again and again would never give a clip."""
+
+
+def skip_reason(exc):
+    """A short reason shared by similar failures: the sample id that starts a message is dropped."""
+    lines = str(exc).strip().splitlines()
+    message = re.sub(r"^[^\s:]+: ", "", lines[0]) if lines else ""  # "sav_000123: too short" -> "too short"
+    reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return reason[:160]
+
+
+class SkipCounter:
+    """A webdataset error handler that counts instead of raising (one per worker process), until
+    `limit` inputs in a row have failed: then the dataset cannot give clips and NoClipsError says why."""
+
+    def __init__(self, dataset="", shards="", limit=0):
+        self.dataset, self.shards, self.limit = dataset, shards, limit
+        self.count = 0  # skipped samples not yet reported with a clip
+        self.in_a_row = 0  # failed inputs since the last clip
+        self.reasons = collections.Counter()
 
     def __call__(self, exc):
-        self.count += 1
+        if not isinstance(exc, EmptyShard):
+            self.count += 1
+        self.in_a_row += 1
+        self.reasons[skip_reason(exc)] += 1
+        if self.limit and self.in_a_row >= self.limit:
+            raise NoClipsError(self.describe()) from None
         return True  # continue
 
+    def describe(self):
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in self.reasons.most_common(5))
+        return (
+            f"dataset {self.dataset!r} (shards {self.shards}) gave no clip from {self.in_a_row} inputs in a row "
+            f"(data.max_skipped_in_a_row); reasons: {reasons}. Check its kind, num_frames and max_num_objects "
+            "against the shards (python data_prep/verify_shards.py DIR lists what they hold)."
+        )
+
     def take(self):
-        n, self.count = self.count, 0
+        """The skip count to report with the clip just made; the run of failures ends."""
+        n, self.count, self.in_a_row = self.count, 0, 0
+        self.reasons.clear()
         return n
 
 
@@ -132,9 +173,12 @@ class TarSamples:
         for shard in src:
             tags = {"__draw__": shard["__draw__"], "__worker__": shard["__worker__"]}
             samples = wds.tarfile_to_samples(handler=self.counter)(iter([shard]))
+            failures_before, index = self.counter.in_a_row, -1
             for index, sample in enumerate(samples):
                 sample.update(tags, __index__=index)
                 yield sample
+            if index < 0 and self.counter.in_a_row == failures_before:  # no sample and no error: an empty tar
+                self.counter(EmptyShard(f"{shard['url']}: a shard without samples"))
 
 
 class Shuffle:
@@ -196,7 +240,7 @@ class ClipMaker:
 def clip_pipeline(cfg, data_cfg, start_draws=None, worker_phase=0, epoch=0):
     """A `wds.DataPipeline` yielding batches (lists of clips) of `cfg.batch_size` for one dataset."""
     urls = expand_shards(cfg.shards)
-    counter = SkipCounter()
+    counter = SkipCounter(cfg.name, cfg.shards, data_cfg.max_skipped_in_a_row)
     draws = ShardDraws(urls, data_cfg.seed, data_cfg.resampled, start_draws, worker_phase)
     draws.epoch = epoch
     stages = [

@@ -3,7 +3,9 @@
     <root>/step_00001000/engine/         model + optimizer + schedule (+ EMA), written by the
                                          engine (DCP shards, or DeepSpeed's own files)
     <root>/step_00001000/trainer/rank_00003.pt   per rank: data-loader position, RNG states
-                                                 (prompts are seeded by the step: nothing to keep)
+                                                 (tensors and plain values only: read with
+                                                 weights_only=True, see safe_load.py; prompts
+                                                 are seeded by the step, nothing to keep)
     <root>/step_00001000/meta.json       step, strategy, world size, W&B run id, config
     <root>/latest                        name of the newest complete checkpoint
 
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .safe_load import torch_load
+
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
@@ -34,9 +38,11 @@ def atomic_write_text(path, text):
 
 
 def rng_state():
+    """Every RNG as tensors and plain values: the file must load with weights_only=True."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss),
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -46,10 +52,45 @@ def rng_state():
 
 def set_rng_state(state):
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that this run cannot resume from (damaged, or written by another setup)."""
+
+
+# What a resume reads from meta.json, and its type.
+META_FIELDS = {"step": int, "strategy": str, "world_size": int}
+
+
+def read_meta(path):
+    """meta.json of checkpoint folder `path`, checked to hold what a resume needs."""
+    path = Path(path)
+    meta_file = path / "meta.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        others = [str(p) for p in _complete(path.parent) if p.name != path.name]
+        raise CheckpointError(
+            f"{meta_file} is damaged ({exc}). Resume from another checkpoint with --resume DIR "
+            f"({', '.join(others) if others else 'there is no other one here'}), or remove this one."
+        ) from None
+    missing = [key for key, kind in META_FIELDS.items() if not isinstance(meta, dict) or not isinstance(meta.get(key), kind)]
+    if missing:
+        raise CheckpointError(f"{meta_file} is damaged: {', '.join(missing)} missing or of the wrong type")
+    return meta
+
+
+def _complete(root):
+    """Complete checkpoints (a step folder with meta.json) under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found) if (p / "meta.json").is_file()]
 
 
 class Checkpointer:
@@ -60,10 +101,7 @@ class Checkpointer:
 
     def complete(self):
         """Complete checkpoints, oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := STEP_DIR.match(p.name))]
-        return [p for _, p in sorted(found) if (p / "meta.json").is_file()]
+        return _complete(self.root)
 
     def latest(self):
         """The newest complete checkpoint: the `latest` pointer if it names one, else a scan."""
@@ -75,16 +113,35 @@ class Checkpointer:
         done = self.complete()
         return done[-1] if done else None
 
-    def resolve(self, resume):
-        """`auto` (the latest, or None for a fresh start), `none`, or a checkpoint folder."""
+    def resolve(self, resume, strategy=None):
+        """`auto` (the latest, or None for a fresh start), `none`, or a checkpoint folder. With
+        `strategy`, the checkpoint's meta.json is also checked against this run, so that a
+        checkpoint it cannot resume from is refused before the model is built."""
         if resume == "none":
             return None
-        if resume == "auto":
-            return self.latest()
-        path = Path(resume)
-        if not (path / "meta.json").is_file():
+        path = self.latest() if resume == "auto" else Path(resume)
+        if resume != "auto" and not (path / "meta.json").is_file():
             raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no meta.json)")
+        if path is not None and strategy is not None:
+            self.check_compatible(path, strategy)
         return path
+
+    def check_compatible(self, path, strategy):
+        """meta.json of `path` is readable and matches this run's strategy and world size."""
+        meta = read_meta(path)
+        if meta["strategy"] != strategy:
+            raise CheckpointError(
+                f"{path} was written under train.strategy={meta['strategy']}, this run uses {strategy}: the engine "
+                f"states of the strategies differ. Set train.strategy={meta['strategy']}, or export the weights "
+                f"(python -m sam2_scale.train.export {path} OUT.pt) and start a new run with model.init_checkpoint=OUT.pt."
+            )
+        if meta["world_size"] != self.dist.world_size:
+            raise CheckpointError(
+                f"{path} was written by {meta['world_size']} ranks, this run has {self.dist.world_size}: the data-loader "
+                "positions are per rank. Start a new run from the weights instead (python -m sam2_scale.train.export, "
+                "then model.init_checkpoint=...)."
+            )
+        return meta
 
     def save(self, step, engine, trainer_state, meta):
         """Collective: every rank calls it with its own trainer_state."""
@@ -113,13 +170,8 @@ class Checkpointer:
     def load(self, path, engine):
         """Restores the engine; returns (meta, this rank's trainer_state)."""
         path = Path(path)
-        meta = json.loads((path / "meta.json").read_text())
-        if meta["world_size"] != self.dist.world_size:
-            raise RuntimeError(
-                f"{path} was written by {meta['world_size']} ranks, this run has {self.dist.world_size}: the data-loader "
-                "positions are per rank. Start a new run from the weights instead (python -m sam2_scale.train.export, "
-                "then model.init_checkpoint=...)."
-            )
+        meta = self.check_compatible(path, engine.name)
+        # Read first: it is small, and a file that would run code stops the resume before the engine loads.
+        trainer_state = torch_load(path / "trainer" / f"rank_{self.dist.rank:05d}.pt")
         engine.load(str(path / "engine"))
-        trainer_state = torch.load(path / "trainer" / f"rank_{self.dist.rank:05d}.pt", weights_only=False)
         return meta, trainer_state

@@ -13,6 +13,7 @@ import deepspeed
 from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_grad
 
 from .engine import Engine, TrainingStep, make_optimizer
+from .safe_load import deepspeed_globals, weights_only_loads
 
 TRAINER_OWNED = {
     "train_batch_size": "data.datasets[].batch_size",
@@ -93,7 +94,11 @@ class DeepSpeedEngine(Engine):
 
     def load(self, folder):
         parent, tag = os.path.split(os.path.abspath(folder))
-        path, client_state = self.ds.load_checkpoint(parent, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+        # DeepSpeed unpickles its files with weights_only=False: make every read inside weights-only.
+        with weights_only_loads(folder, deepspeed_globals()):
+            path, client_state = self.ds.load_checkpoint(
+                parent, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint in {folder}")
         if self.ema is not None:

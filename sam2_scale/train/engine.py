@@ -24,6 +24,7 @@ from ..model.compile import compile_regions
 from ..objective import MultiStepLoss, unroll_clip
 from ..objective.prompts import PixelNoise, micro_batch_seeds, sample_scenario
 from .optim import LRScheduler, apply_freezing, build_optimizer, param_rules
+from .safe_load import dcp_load, read_dcp_metadata
 
 # Grad norms are reported per top-level module of SAM2Base; anything else is "other".
 TOP_LEVEL_MODULES = (
@@ -246,9 +247,9 @@ def save_dcp(engine, folder):
 def load_dcp(engine, folder):
     # Building the target state creates AdamW state for every parameter; a parameter that had not
     # had a gradient yet when the checkpoint was written has none in it, and must have none after.
-    saved_keys = set(dcp.FileSystemReader(folder).read_metadata().state_dict_metadata)
+    saved_keys = set(read_dcp_metadata(folder).state_dict_metadata)
     state = _dcp_state(engine)
-    dcp.load(state, checkpoint_id=folder, planner=DefaultLoadPlanner(allow_partial_load=True))
+    dcp_load(state, folder, planner=DefaultLoadPlanner(allow_partial_load=True))  # reads nothing that could run code
     set_state_dict(engine.model, engine.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     for name, param in engine.model.named_parameters():
         if f"optim.state.{name}.step" not in saved_keys:

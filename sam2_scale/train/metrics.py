@@ -109,4 +109,6 @@ def format_line(step, total, m):
         parts.append(f"mfu {m['mfu']:.3f} (hfu {m['hfu']:.3f})")
     parts.append(f"mem {m['memory/peak_gib']:.2f} GiB")
     parts.append(f"data wait {m['time/data_wait_max_s']:.3f}s")
+    if "data/skipped_samples" in m:
+        parts.append(f"{int(m['data/skipped_samples'])} samples skipped")
     return " | ".join(parts)

@@ -3,9 +3,11 @@ fsdp); this file never branches on the strategy.
 
     python -m sam2_scale.train --config configs/X.yaml [key.sub=value ...] [--resume auto|none|DIR]
 
-Runs as a single process, under torchrun, or under srun with one task per device. Exit codes:
-0 done, 75 preempted (checkpoint written: requeue), 76 forced exit after a stop signal,
-77 too many non-finite steps in a row.
+Runs as a single process, under torchrun (`python -m sam2_scale.train.torchrun`, which passes stop
+signals and the ranks' exit status through), or under srun with one task per device. Exit codes:
+0 done (also when a stop signal arrives during the last step), 1 a config, checkpoint or dataset
+that cannot work (the message says why), 75 preempted (checkpoint written: requeue), 76 forced
+exit after a stop signal, 77 too many non-finite steps in a row.
 """
 
 import argparse
@@ -18,16 +20,18 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from ..config import load_config
+from ..config import ConfigError, load_config
 from ..data.mixing import MixedLoader
+from ..data.streams import NoClipsError
 from ..eval import evaluate_vos
 from ..model import build_sam2, load_checkpoint
-from .checkpoint import Checkpointer, atomic_write_text, rng_state, set_rng_state
+from .checkpoint import Checkpointer, CheckpointError, atomic_write_text, rng_state, set_rng_state
 from .distributed import all_reduce_max, all_reduce_sum, cpu_has_native_bf16, init_distributed
 from .engine import build_engine
 from .flops import MicroBatchFlops
 from .metrics import MetricsSink, format_line, peak_flops, peak_memory_bytes
 from .preemption import EXIT_NONFINITE, EXIT_PREEMPTED, Preemption
+from .safe_load import UnsafeCheckpointError
 
 
 def log(message, dist_info):
@@ -83,15 +87,17 @@ def train(cfg, resume="auto"):
         if cfg.train.precision == "bf16" and not cpu_has_native_bf16():
             log("warning: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 matmuls run far slower than fp32", dist_info)
 
+    checkpointer = Checkpointer(cfg.checkpoint.dir or out / "checkpoints", cfg.checkpoint.keep, dist_info)
+    # Checked against this run (meta.json readable, same strategy and world size) before the model is built.
+    resume_from = checkpointer.resolve(resume, strategy=cfg.train.strategy)
+
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg, device)
     torch.manual_seed(cfg.train.seed + 1 + rank)  # dropout and drop-path differ per rank
     engine = build_engine(model, cfg, dist_info)
     loader = MixedLoader(cfg.data, steps_per_epoch=cfg.train.steps_per_epoch * accum, pin_memory=device.type == "cuda")
-    checkpointer = Checkpointer(cfg.checkpoint.dir or out / "checkpoints", cfg.checkpoint.keep, dist_info)
 
     start_step, run_id = 0, None
-    resume_from = checkpointer.resolve(resume)
     if resume_from is not None:
         meta, trainer_state = checkpointer.load(resume_from, engine)
         loader.load_state_dict(trainer_state["loader"])
@@ -125,7 +131,7 @@ def train(cfg, resume="auto"):
     data_iter = _forever(loader)
     window = _Window()
     exit_code = 0
-    step = start_step
+    step, stop = start_step, False
     while step < total_steps:
         step_start = time.perf_counter()
         model_flops = hardware_flops = 0.0
@@ -176,7 +182,10 @@ def train(cfg, resume="auto"):
                 step, engine, state, {"strategy": engine.name, "wandb_run_id": sink.run_id, "config": dataclasses.asdict(cfg)}
             )
             log(f"checkpoint {path}", dist_info)
-        if stop:
+        if stop and step == total_steps:  # the run is complete: nothing to requeue
+            skipped = ", final evaluation skipped (python -m sam2_scale.eval scores the checkpoint)" if evaluator else ""
+            log(f"stop signal during the last step: the run is complete; exit 0{skipped}", dist_info)
+        elif stop:
             log(
                 f"stopped by {preemption.stop_signal or 'a signal on another rank'} at step {step}; exit {EXIT_PREEMPTED}",
                 dist_info,
@@ -184,7 +193,7 @@ def train(cfg, resume="auto"):
             exit_code = EXIT_PREEMPTED
             break
 
-    if exit_code == 0 and evaluator:
+    if exit_code == 0 and evaluator and not stop:
         scores = evaluator(engine)
         sink.log(step, scores, line=f"[train] held-out {scores}" if scores else None)
     preemption.disarm()
@@ -261,6 +270,12 @@ class _Window:
         return m
 
 
+def error_message(exc):
+    """The message alone: an error raised in a DataLoader worker arrives wrapped in its traceback."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return lines[-1].removeprefix(f"{type(exc).__module__}.{type(exc).__name__}: ")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m sam2_scale.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -273,11 +288,15 @@ def main(argv=None):
         "none: start fresh; or a checkpoint folder",
     )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.strategy=fsdp optim.base_lr=1e-4")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    if not cfg.data.datasets:
-        parser.error("the config has no data.datasets")
-    code = train(cfg, resume=args.resume)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before and after --resume
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if not cfg.data.datasets:
+            parser.error("the config has no data.datasets")
+        code = train(cfg, resume=args.resume)
+    except (ConfigError, CheckpointError, UnsafeCheckpointError, NoClipsError) as exc:
+        # Errors of the inputs (config, checkpoint, data): their message says what to do.
+        sys.exit(f"[train] error: {error_message(exc)}")
     if code:
         sys.exit(code)
 
