@@ -51,8 +51,10 @@ def test_regions_compile_without_breaks_and_stop_recompiling():
         None,
         [
             "model.image_size=64",
+            "data.resolution=64",
             "train.compile=true",
             "train.compile_backend=aot_eager",
+            "train.precision=fp32",
             "prompts.num_correction_pt_per_frame=3",
             "prompts.num_frames_to_correct=3",
         ],
@@ -101,8 +103,19 @@ def test_compiled_regions_give_the_eager_outputs():
     to the rounding of AOT autograd's decomposed backward. A random model sits at its decision
     thresholds (object present or not, which candidate mask, where a click lands), where 1e-7 of
     input noise already moves some gradients by 10 %, so they are compared as one vector."""
-    cfg = load_config(None, ["model.image_size=64", "prompts.num_correction_pt_per_frame=2"])
-    compiled_cfg = load_config(None, ["model.image_size=64", "train.compile=true", "train.compile_backend=aot_eager"])
+    cfg = load_config(
+        None, ["model.image_size=64", "data.resolution=64", "train.precision=fp32", "prompts.num_correction_pt_per_frame=2"]
+    )
+    compiled_cfg = load_config(
+        None,
+        [
+            "model.image_size=64",
+            "data.resolution=64",
+            "train.compile=true",
+            "train.compile_backend=aot_eager",
+            "train.precision=fp32",
+        ],
+    )
     compiled_cfg.prompts = cfg.prompts
     results = []
     for config in (cfg, compiled_cfg):

@@ -10,7 +10,7 @@ from sam2_scale.train.flops import MicroBatchFlops
 
 
 def estimator(*overrides, fused_attention=False):
-    cfg = load_config(None, ["model.image_size=64", "prompts.num_correction_pt_per_frame=2", *overrides])
+    cfg = load_config(None, ["model.image_size=64", "data.resolution=64", "prompts.num_correction_pt_per_frame=2", *overrides])
     return MicroBatchFlops(cfg, fused_attention=fused_attention, num_scenarios=6)
 
 

@@ -47,18 +47,23 @@ class LayerNorm2d(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch per sample, rescaling the kept ones."""
+    """Stochastic depth: drop the residual branch per sample, rescaling the kept ones.
+
+    The keep probability is a (non-persistent) tensor, not a Python float: a compiled block
+    would otherwise specialise on it, and every block of the trunk has its own rate.
+    """
 
     def __init__(self, drop_prob=0.0):
         super().__init__()
         self.drop_prob = drop_prob
+        self.drops = drop_prob > 0  # a bool the compiler may guard on; the rate itself it must not
+        self.register_buffer("keep_prob", torch.tensor(1.0 - drop_prob), persistent=False)
 
     def forward(self, x):
-        if self.drop_prob == 0.0 or not self.training:
+        if not self.drops or not self.training:
             return x
-        keep_prob = 1.0 - self.drop_prob
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
-        return x * keep.div_(keep_prob)
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(self.keep_prob)
+        return x * keep.div_(self.keep_prob)
 
     def extra_repr(self):
         return f"drop_prob={self.drop_prob}"

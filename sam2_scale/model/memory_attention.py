@@ -64,11 +64,13 @@ class MemoryAttention(nn.Module):
         """
         if curr.shape[1] != memory.shape[0]:
             raise ValueError(f"batch of current frame ({curr.shape[1]}) != batch of memory ({memory.shape[0]})")
-        x = (curr + 0.1 * curr_pos).transpose(0, 1)  # a small dose of absolute position at the input only
+        # A small dose of absolute position at the input only. Dense inputs: compiled layers would
+        # otherwise specialise on the strides, which change with the batch.
+        x = (curr + 0.1 * curr_pos).transpose(0, 1).contiguous()
         # Both attentions of every layer rotate by the same grid's table (1 head of 256 dims).
         rope_table = self.layers[0].self_attn.rope_table_for(curr.shape[0], curr.device)
         # Objects, memory frames and pointer tokens vary from frame to frame and clip to clip.
-        inputs = (*(mark_dynamic(t, 0, 1) for t in (memory, memory_pos, obj_ptrs, obj_ptrs_pos)), rope_table)
+        inputs = (*(mark_dynamic(t.contiguous(), 0, 1) for t in (memory, memory_pos, obj_ptrs, obj_ptrs_pos)), rope_table)
         use_ckpt = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             mark_dynamic(x, 0)

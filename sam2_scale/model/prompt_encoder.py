@@ -55,9 +55,10 @@ class PromptEncoder(nn.Module):
         corner_tables = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0)
         return corners + corner_tables
 
-    def forward(self, points, boxes, masks):
+    def forward(self, points, boxes, masks, pad=None):
         """points: (coords (B, N, 2) in input-image pixels (x, y), labels (B, N)) or None;
-        boxes: (B, 4) xyxy or None; masks: (B, 1, 4h, 4w) logits or None.
+        boxes: (B, 4) xyxy or None; masks: (B, 1, 4h, 4w) logits or None; pad: append a padding
+        point to `points` (default: when there is no box, as the released model does).
 
         Returns sparse (B, N', C) and dense (B, C, h, w) embeddings.
         """
@@ -72,7 +73,7 @@ class PromptEncoder(nn.Module):
         device = self.point_embeddings[0].weight.device
         sparse = [torch.empty((batch, 0, self.embed_dim), device=device)]
         if points is not None:
-            sparse.append(self._embed_points(points[0], points[1], pad=boxes is None))
+            sparse.append(self._embed_points(points[0], points[1], pad=boxes is None if pad is None else pad))
         if boxes is not None:
             sparse.append(self._embed_boxes(boxes))
         sparse = torch.cat(sparse, dim=1)

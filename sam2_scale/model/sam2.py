@@ -198,38 +198,41 @@ class SAM2Base(nn.Module):
         Returns `SamOutputs`; the multimask outputs have 3 masks when `multimask_output`, else
         1, and the single masks are the best by predicted IoU.
         """
+        b, device = backbone_features.shape[0], backbone_features.device
         if point_inputs is not None:
             coords, labels = point_inputs["point_coords"], point_inputs["point_labels"]
         else:
-            coords, labels = None, None
+            coords = torch.zeros(b, 1, 2, device=device)
+            labels = -torch.ones(b, 1, dtype=torch.int32, device=device)
+        # The prompt encoder appends a padding point when there is no box, which is always the case
+        # here (boxes come as two labelled points). Appended now, in eager code, so the compiled
+        # heads never see a single point: a size the compiler would make a graph of its own.
+        coords = torch.cat([coords, torch.zeros(b, 1, 2, device=device)], dim=1)
+        labels = torch.cat([labels, -torch.ones(b, 1, dtype=labels.dtype, device=device)], dim=1)
         # Objects and prompt points vary from call to call.
         for t in (backbone_features, mask_inputs, *(high_res_features or [])):
             if t is not None:
                 mark_dynamic(t, 0)
-        if coords is not None:
-            mark_dynamic(coords, 0, 1), mark_dynamic(labels, 0, 1)
-        args = (backbone_features, coords, labels, mask_inputs, high_res_features, multimask_output)
+        mark_dynamic(coords, 0, 1), mark_dynamic(labels, 0, 1)
+        # Looked up here, not inside the compiled heads: a cache lookup would break their graph.
+        image_pe = self.sam_prompt_encoder.get_dense_pe()
+        args = (backbone_features, image_pe, coords, labels, mask_inputs, high_res_features, multimask_output)
         if self.checkpoint_heads and self.training and torch.is_grad_enabled():
             return SamOutputs(*checkpoint(self._sam_heads, *args, use_reentrant=False))
         return self._sam_heads(*args)
 
-    def _sam_heads(self, backbone_features, coords, labels, mask_inputs, high_res_features, multimask_output):
-        b = backbone_features.shape[0]
-        device = backbone_features.device
-        if coords is None:
-            coords = torch.zeros(b, 1, 2, device=device)
-            labels = -torch.ones(b, 1, dtype=torch.int32, device=device)
-
+    def _sam_heads(self, backbone_features, image_pe, coords, labels, mask_inputs, high_res_features, multimask_output):
+        b, device = backbone_features.shape[0], backbone_features.device
         mask_prompt = None
         if mask_inputs is not None:
             mask_prompt = mask_inputs
             if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
                 mask_prompt = downsample_antialias(mask_inputs.float(), self.sam_prompt_encoder.mask_input_size)
 
-        sparse, dense = self.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask_prompt)
+        sparse, dense = self.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask_prompt, pad=False)
         low_res_multimasks, ious, sam_output_tokens, object_score_logits = self.sam_mask_decoder(
             image_embeddings=backbone_features,
-            image_pe=self.sam_prompt_encoder.get_dense_pe(),
+            image_pe=image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,

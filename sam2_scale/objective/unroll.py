@@ -85,9 +85,10 @@ def unroll_clip(model, batch, scenario, noise, cfg=None):
 
 def per_object(x, t, num_frames, objects_per_clip):
     """Frame t's features (HW, O, C) for every object, from sequence-first backbone features
-    (HW, B*T, C) whose rows are clip-major. A view when the batch is one clip."""
+    (HW, B*T, C) whose rows are clip-major. Always a dense copy: compiled regions then see the
+    same memory layout for one clip as for several."""
     rows = [x[:, b * num_frames + t : b * num_frames + t + 1].expand(-1, n, -1) for b, n in enumerate(objects_per_clip) if n]
-    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+    return torch.cat(rows, dim=1)
 
 
 def _initial_prompt(kind, gt, cfg, noise):
