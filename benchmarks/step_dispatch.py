@@ -32,7 +32,7 @@ HEADING = "## Host syncs and kernels per micro-batch (`benchmarks/step_dispatch.
 
 # Runs inside a child process whose sys.path starts with the tree to measure (this one or a
 # baseline checkout): self-contained, and written for both the current and the original API.
-DRIVER = r'''
+DRIVER = r"""
 import collections, inspect, json, sys
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ for kind in WANT:
     result[kind] = {"syncs": sum(count.syncs.values()), "sync_kinds": dict(count.syncs),
                     "kernels": sum(n for k, n in count.ops.items() if k not in VIEWS), "ops": sum(count.ops.values())}
 print("RESULT " + json.dumps(result))
-'''
+"""
 
 
 def measure(tree, size, image_size):
@@ -146,9 +146,7 @@ def main():
                 for kind in ("points", "mask"):
                     ratio = f"{r[kind]['kernels'] / base[kind]['kernels']:.2f}×" if base else ""
                     kinds = ", ".join(f"{k} {n}" for k, n in sorted(r[kind]["sync_kinds"].items())) or "none"
-                    rows.append(
-                        f"| {size} | {label} | {kind} | {r[kind]['syncs']} ({kinds}) | {r[kind]['kernels']} | {ratio} |"
-                    )
+                    rows.append(f"| {size} | {label} | {kind} | {r[kind]['syncs']} ({kinds}) | {r[kind]['kernels']} | {ratio} |")
                     print(rows[-1], flush=True)
     finally:
         if args.baseline:

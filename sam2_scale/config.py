@@ -17,6 +17,7 @@ import yaml
 from .data.streams import DataConfig
 from .eval import EvalConfig
 from .model import CHECKPOINT_REGIONS
+from .model.attention import ATTENTION_BACKENDS
 from .objective.loss import LossConfig
 from .objective.prompts import PromptConfig
 from .train.optim import OptimConfig
@@ -35,6 +36,9 @@ class ModelConfig:
     # memory_attention (the memory-heavy, FLOP-heavy blocks), heads, memory_encoder (each pass
     # of the SAM heads / memory encoder: launch-bound, cheap to recompute in FLOPs, costly in launches).
     activation_checkpointing: list = field(default_factory=list)
+    # Scaled-dot-product attention kernels in order of preference (flash, efficient, cudnn,
+    # math); [] leaves the choice to PyTorch. benchmarks/gpu_throughput.py times them.
+    attention_backends: list = field(default_factory=list)
     init_checkpoint: str = ""  # a Meta-format .pt to start from ("" = random init)
 
 
@@ -159,10 +163,10 @@ def _check_choices(cfg):
         value = getattr(getattr(cfg, section, None), key, None)
         if value is not None and value not in allowed:
             raise ConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(allowed)}")
-    regions = getattr(getattr(cfg, "model", None), "activation_checkpointing", [])
-    unknown = [r for r in regions if r not in CHECKPOINT_REGIONS]
-    if unknown:
-        raise ConfigError(f"model.activation_checkpointing: {unknown} not among {', '.join(CHECKPOINT_REGIONS)}")
+    for key, allowed in (("activation_checkpointing", CHECKPOINT_REGIONS), ("attention_backends", ATTENTION_BACKENDS)):
+        unknown = [r for r in getattr(getattr(cfg, "model", None), key, []) if r not in allowed]
+        if unknown:
+            raise ConfigError(f"model.{key}: {unknown} not among {', '.join(allowed)}")
 
 
 def _require(ok, key, problem):

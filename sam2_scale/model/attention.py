@@ -1,12 +1,31 @@
 """Projected multi-head attention, plain and with axial rotary position encoding (RoPE)."""
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .position import apply_axial_rope, axial_rope_table
+
+# torch.nn.attention.SDPBackend members by their config names.
+ATTENTION_BACKENDS = ("flash", "efficient", "cudnn", "math")
+
+
+def attention_kernels(names):
+    """A context that makes every scaled-dot-product attention use the first of `names` that
+    supports its inputs (see ATTENTION_BACKENDS); no names: PyTorch's own choice."""
+    if not names:
+        return contextlib.nullcontext()
+    members = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }
+    return sdpa_kernel([members[n] for n in names], set_priority=True)
 
 
 class Attention(nn.Module):

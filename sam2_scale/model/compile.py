@@ -23,6 +23,13 @@ def mark_dynamic(tensor, *dims):
     return tensor
 
 
+def mark_objects_dynamic(*tensors):
+    """`mark_dynamic` of dimension 0 (objects) of each tensor given; None is skipped."""
+    for tensor in tensors:
+        if tensor is not None:
+            mark_dynamic(tensor, 0)
+
+
 def compile_regions(model, backend="inductor"):
     """Compile `model`'s regions in place (see the module docstring). backend: a torch.compile
     backend ("inductor" for speed; "aot_eager" traces the same graphs without generating code)."""

@@ -49,8 +49,9 @@ class LayerNorm2d(nn.Module):
 class DropPath(nn.Module):
     """Stochastic depth: drop the residual branch per sample, rescaling the kept ones.
 
-    The keep probability is a (non-persistent) tensor, not a Python float: a compiled block
-    would otherwise specialise on it, and every block of the trunk has its own rate.
+    Compiled, the keep probability is a (non-persistent) tensor: a compiled block would specialise
+    on a Python float, and every block of the trunk has its own rate. Eager, it is the float, whose
+    draws match the reference's random stream.
     """
 
     def __init__(self, drop_prob=0.0):
@@ -62,8 +63,9 @@ class DropPath(nn.Module):
     def forward(self, x):
         if not self.drops or not self.training:
             return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(self.keep_prob)
-        return x * keep.div_(self.keep_prob)
+        keep_prob = self.keep_prob if torch.compiler.is_compiling() else 1.0 - self.drop_prob
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
+        return x * keep.div_(keep_prob)
 
     def extra_repr(self):
         return f"drop_prob={self.drop_prob}"

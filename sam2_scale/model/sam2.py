@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from .compile import mark_dynamic
+from .compile import mark_dynamic, mark_objects_dynamic
 from .layers import MLP, downsample_antialias, trunc_normal_, upsample_bilinear
 from .mask_decoder import MaskDecoder
 from .position import sine_1d
@@ -210,10 +210,9 @@ class SAM2Base(nn.Module):
         coords = torch.cat([coords, torch.zeros(b, 1, 2, device=device)], dim=1)
         labels = torch.cat([labels, -torch.ones(b, 1, dtype=labels.dtype, device=device)], dim=1)
         # Objects and prompt points vary from call to call.
-        for t in (backbone_features, mask_inputs, *(high_res_features or [])):
-            if t is not None:
-                mark_dynamic(t, 0)
-        mark_dynamic(coords, 0, 1), mark_dynamic(labels, 0, 1)
+        mark_objects_dynamic(backbone_features, mask_inputs, *(high_res_features or []))
+        mark_dynamic(coords, 0, 1)
+        mark_dynamic(labels, 0, 1)
         # Looked up here, not inside the compiled heads: a cache lookup would break their graph.
         image_pe = self.sam_prompt_encoder.get_dense_pe()
         args = (backbone_features, image_pe, coords, labels, mask_inputs, high_res_features, multimask_output)
@@ -412,7 +411,7 @@ class SAM2Base(nn.Module):
         else:
             mask_for_mem = torch.sigmoid(pred_masks_high_res)
         mask_for_mem = mask_for_mem * self.sigmoid_scale_for_mem_enc + self.sigmoid_bias_for_mem_enc
-        mark_dynamic(pix_feat, 0), mark_dynamic(mask_for_mem, 0)
+        mark_objects_dynamic(pix_feat, mask_for_mem)
         if self.checkpoint_memory_encoder and self.training and torch.is_grad_enabled():
             out = checkpoint(self.memory_encoder, pix_feat, mask_for_mem, True, use_reentrant=False)
         else:

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..model.compile import mark_dynamic
+from ..model.compile import mark_objects_dynamic
 
 
 @dataclass
@@ -121,9 +121,9 @@ class MultiStepLoss(torch.nn.Module):
                 outputs["multistep_pred_ious"],
                 outputs["multistep_object_score_logits"],
             )
-            mark_dynamic(target, 0), mark_dynamic(present, 0)  # objects vary between calls
+            mark_objects_dynamic(target, present)  # objects vary between calls
             for masks, ious, obj_logits in steps:
-                mark_dynamic(masks, 0), mark_dynamic(ious, 0), mark_dynamic(obj_logits, 0)
+                mark_objects_dynamic(masks, ious, obj_logits)
                 for key, value in self._step_terms(masks, target, present, ious, obj_logits).items():
                     totals[key] = totals[key] + value
         totals = {key: value / num_objects for key, value in totals.items()}

@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from ..model.attention import attention_kernels
 from ..model.compile import compile_regions
 from ..objective import MultiStepLoss, unroll_clip
 from ..objective.prompts import PixelNoise, micro_batch_seeds, sample_scenario
@@ -58,6 +59,7 @@ class TrainingStep(nn.Module):
         self.loss_fn = MultiStepLoss(cfg.loss)
         self.autocast_dtype = autocast_dtype(cfg)
         self.seed, self.rank = cfg.train.seed, rank
+        self.attention_backends = cfg.model.attention_backends
         if cfg.train.compile:
             compile_regions(model, backend=cfg.train.compile_backend)
             self.loss_fn.compile_step_terms(backend=cfg.train.compile_backend)
@@ -66,8 +68,9 @@ class TrainingStep(nn.Module):
         scenario_seed, pixel_seed = micro_batch_seeds(self.seed, micro_batch, self.rank)
         scenario = sample_scenario(batch.num_frames, self.prompt_cfg, np.random.default_rng(scenario_seed))
         noise = PixelNoise(pixel_seed, batch.objects_per_clip, batch.frames.device)
-        device_type = batch.frames.device.type
-        with torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+        dtype = self.autocast_dtype
+        autocast = torch.autocast(batch.frames.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        with autocast, attention_kernels(self.attention_backends):
             outputs = unroll_clip(self.model, batch, scenario, noise, self.prompt_cfg)
         losses = self.loss_fn(outputs, batch.masks)
         if not losses["core_loss"].requires_grad:

@@ -52,11 +52,16 @@ class MicroBatchFlops:
         self.model = build_sam2(cfg.model.size, image_size=cfg.model.image_size, device="meta").train()
         self._coefficients = {}  # (frames, height, width) -> per-clip and per-object FLOPs
 
-    def __call__(self, batch):
-        key = (batch.num_frames, *batch.masks.shape[-2:])
+    def prepare(self, num_frames, height, width):
+        """Count the clips of this length and size now (a few seconds to a minute on the host),
+        rather than inside the first step that brings one."""
+        key = (num_frames, height, width)
         if key not in self._coefficients:
             self._coefficients[key] = self._average_over_scenarios(*key)
-        (model_clip, model_obj), (hw_clip, hw_obj) = self._coefficients[key]
+        return self._coefficients[key]
+
+    def __call__(self, batch):
+        (model_clip, model_obj), (hw_clip, hw_obj) = self.prepare(batch.num_frames, *batch.masks.shape[-2:])
         clips, objects = batch.num_clips, batch.num_objects
         return model_clip * clips + model_obj * objects, hw_clip * clips + hw_obj * objects
 

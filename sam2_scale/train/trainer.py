@@ -123,6 +123,12 @@ def train(cfg, resume="auto"):
     peak = peak_flops(device, cfg.train.peak_tflops)
     # Model and hardware FLOPs per micro-batch, averaged over prompt scenarios (only for MFU).
     flops = MicroBatchFlops(cfg, fused_attention=device.type == "cuda") if peak else None
+    if flops is not None:
+        counting = time.perf_counter()
+        for d in cfg.data.datasets:
+            flops.prepare(d.num_frames, cfg.data.resolution, cfg.data.resolution)
+        seconds = time.perf_counter() - counting
+        log(f"FLOPs per micro-batch counted over {flops.num_scenarios} prompt scenarios ({seconds:.0f} s)", dist_info)
     evaluator = Evaluator(cfg, dist_info) if cfg.eval.shards else None
 
     if evaluator and cfg.eval.every and start_step == 0:
