@@ -63,8 +63,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         run([sys.executable, "data_prep/make_synthetic.py", "--out", f"{tmp}/raw", "--videos", str(args.videos),
              "--images", "0", "--heldout", "0", "--frames", "40", "--size", "1024x1024"], cwd=ROOT)  # fmt: skip
-        run([sys.executable, "data_prep/make_shards.py", "sav", "--videos", f"{tmp}/raw/sav/videos", "--out", str(out / "sav"),
-             "--items-per-shard", "1", "--no-progress"], cwd=ROOT)  # fmt: skip
+        run([sys.executable, "data_prep/make_shards.py", "sav", "--videos", f"{tmp}/raw/sav/videos",
+             "--annotations", f"{tmp}/raw/sav/annotations", "--out", str(out / "sav"), "--items-per-shard", "1",
+             "--no-progress"], cwd=ROOT)  # fmt: skip
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"\n{out}: {size:.0f} MiB (a device call carries at most 64 MiB with the repository)")
 

@@ -37,8 +37,9 @@ def start_cluster(state_dir, nodes=1, **env):
         port = next((p for p in range(6817, 7817, 10) if _ports_free(p, nodes + 1)), 6817)
         setup_env["SLURM_LOCAL_PORT"] = str(port)
     try:
-        proc = subprocess.run(["bash", str(SCRIPTS / "setup.sh"), str(state_dir)], env=setup_env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", str(SCRIPTS / "setup.sh"), str(state_dir)], env=setup_env, capture_output=True, text=True, timeout=600
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ClusterUnavailable(f"setup.sh did not run: {e}") from e
     if proc.returncode != 0:

@@ -10,8 +10,8 @@ from sam2_scale.train.flops import MicroBatchFlops
 
 
 def estimator(*overrides, fused_attention=False):
-    cfg = load_config(None, ["model.image_size=64", "data.resolution=64", "prompts.num_correction_pt_per_frame=2", *overrides])
-    return MicroBatchFlops(cfg, fused_attention=fused_attention, num_scenarios=6)
+    cfg = load_config(None, ["model.image_size=64", "data.resolution=64", "prompts.num_correction_pt_per_frame=1", *overrides])
+    return MicroBatchFlops(cfg, fused_attention=fused_attention, num_scenarios=4)
 
 
 POINTS = ClipScenario(3, True, [0], frames_to_correct=[0, 1], prompt_kind={0: "click"})

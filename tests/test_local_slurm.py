@@ -44,8 +44,9 @@ def script(tmp_path, body):
 def test_srun_gives_every_rank(cluster, tmp_path):
     job = script(tmp_path, "srun bash -c 'echo \"PROCID=$SLURM_PROCID NTASKS=$SLURM_NTASKS\"'\n")
     out = tmp_path / "ranks.out"
-    rc, job_id = sbatch_wait(["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", f"--output={out}", job],
-                             cluster, tmp_path, JOB_TIMEOUT)
+    rc, job_id = sbatch_wait(
+        ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", f"--output={out}", job], cluster, tmp_path, JOB_TIMEOUT
+    )
     assert rc == 0, out.read_text() if out.exists() else "no output"
     assert job_id.isdigit()
     lines = sorted(out.read_text().split())
@@ -69,10 +70,13 @@ def test_array_runs_every_task(cluster, tmp_path):
 
 @two_nodes
 def test_two_nodes(cluster, tmp_path):
-    job = script(tmp_path, (
-        'echo "MASTER=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"\n'
-        "srun bash -c 'echo NODEID=$SLURM_NODEID NODE=$SLURMD_NODENAME ADDR=$(getent hosts $SLURMD_NODENAME)'\n"
-    ))
+    job = script(
+        tmp_path,
+        (
+            'echo "MASTER=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"\n'
+            "srun bash -c 'echo NODEID=$SLURM_NODEID NODE=$SLURMD_NODENAME ADDR=$(getent hosts $SLURMD_NODENAME)'\n"
+        ),
+    )
     out = tmp_path / "nodes.out"
     rc, _ = sbatch_wait(["--nodes=2", "--ntasks-per-node=1", f"--output={out}", job], cluster, tmp_path, JOB_TIMEOUT)
     text = out.read_text() if out.exists() else "no output"
@@ -84,5 +88,6 @@ def test_two_nodes(cluster, tmp_path):
     assert ranks == [["NODEID=0", "NODE=n1", "ADDR=127.0.0.1"], ["NODEID=1", "NODE=n2", "ADDR=127.0.0.1"]], text
     with open("/etc/hosts") as f:
         assert not any("n1" in ln.split()[1:] for ln in f if not ln.startswith("#"))
-    assert subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=cluster, capture_output=True, text=True,
-                          timeout=30).stdout.split() == ["n1", "n2"]
+    assert subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N"], env=cluster, capture_output=True, text=True, timeout=30
+    ).stdout.split() == ["n1", "n2"]
