@@ -243,6 +243,14 @@ def validate(cfg):
     _validate_train(cfg)
     _validate_data(cfg)
     _at_least(cfg.eval.every, 0, "eval.every", " (0 = only at the end)")
+    _at_least(cfg.eval.protocol_every, 0, "eval.protocol_every", " (0 = only at the end)")
+    _at_least(cfg.eval.protocol_max_videos, 0, "eval.protocol_max_videos", " (0 = all)")
+    if cfg.eval.protocol != "none":
+        _require(
+            bool(cfg.eval.protocol_data or cfg.eval.shards),
+            "eval.protocol_data",
+            f"eval.protocol={cfg.eval.protocol} needs held-out videos: a DAVIS-style folder here, or eval.shards",
+        )
 
 
 def load_config(path=None, overrides=(), schema=Config):

@@ -70,7 +70,7 @@ def plot(metrics_path, png_path):
 
     records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     train = [r for r in records if "loss/core" in r]
-    evals = [r for r in records if "eval/J&F" in r]
+    evals = [r for r in records if "eval/clip_J&F" in r]
     fig, (ax_loss, ax_jf) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["step"] for r in train]
     for key, label in (("loss/mask", "focal x20"), ("loss/dice", "dice"), ("loss/iou", "IoU"), ("loss/class", "object score")):
@@ -79,7 +79,7 @@ def plot(metrics_path, png_path):
     ax_loss.plot(steps, [r["loss/core"] for r in train], label="total", color="black", linewidth=1.5)
     ax_loss.set(xlabel="optimizer step", ylabel="loss (weighted terms)", yscale="log", title="training loss")
     ax_loss.legend()
-    for key in ("eval/J&F", "eval/J", "eval/F"):
+    for key in ("eval/clip_J&F", "eval/clip_J", "eval/clip_F"):
         ax_jf.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", label=key.split("/")[1])
     ax_jf.set(xlabel="optimizer step", ylabel="score", ylim=(0, 1), title="held-out videos, first-frame mask propagated")
     ax_jf.legend()
@@ -150,15 +150,15 @@ def main(argv=None):
     scores_path = out / "eval_exported.json"
     result = run(
         [sys.executable, "-m", "sam2_scale.eval", exported, "--size", "tiny", "--image-size", cfg.model.image_size,
-         "--shards", f"{shards}/heldout/shard-*.tar", "--num-frames", cfg.eval.num_frames, "--json", scores_path,
-         *(["--bf16"] if precision == "bf16" else [])],
+         "--shards", f"{shards}/heldout/shard-*.tar", "--protocol", "clip", "--num-frames", cfg.eval.num_frames,
+         "--json", scores_path, "--precision", "bf16" if precision == "bf16" else "fp32"],
         env=env,
         quiet=True,
     )  # fmt: skip
     log(f"exported {exported}, reloaded strictly and evaluated standalone: {result.stdout.strip()}")
 
     evals = plot(train_dir / "metrics.jsonl", out / "training.png")
-    before, after = evals[0]["eval/J&F"], evals[-1]["eval/J&F"]
+    before, after = evals[0]["eval/clip_J&F"], evals[-1]["eval/clip_J&F"]
     wandb_runs = sorted((train_dir / "wandb").glob("offline-run-*"))
     summary = {"jf_before": before, "jf_after": after, "jf_gain": after - before, "seconds": time.time() - start}
     verdict = "learned" if after - before >= TARGET_GAIN else f"below the +{TARGET_GAIN} of the full demo"

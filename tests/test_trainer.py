@@ -104,7 +104,8 @@ def export(checkpoint, path, *extra):
 
 @pytest.mark.parametrize("strategy", ["deepspeed", "fsdp"])
 def test_train_preempt_kill_resume_is_bitwise_exact(strategy, training_shards, tmp_path):
-    # 1. An uninterrupted run: the loss falls, W&B (offline) records the metrics, the export loads.
+    # 1. An uninterrupted run: the loss falls, W&B (offline) records the metrics, the full-video
+    # protocol scores the consolidated weights at the end, the export loads.
     ref_out = tmp_path / "ref"
     config = write_config(
         tmp_path / "ref.yaml",
@@ -112,6 +113,7 @@ def test_train_preempt_kill_resume_is_bitwise_exact(strategy, training_shards, t
         ref_out,
         train={"strategy": strategy, "precision": "fp32", "log_every": 1},
         wandb={"mode": "offline"},
+        eval={"protocol": "sav", "protocol_data": str(training_shards / "raw/davis"), "protocol_max_videos": 1},
     )
     codes, logs = wait(launch(config, tmp_path, log_name="ref"), tmp_path, "ref")
     assert codes == [0, 0], logs
@@ -121,6 +123,9 @@ def test_train_preempt_kill_resume_is_bitwise_exact(strategy, training_shards, t
     assert sum(losses[-3:]) < sum(losses[:3]) / 2, losses
     for key in ("grad_norm/total", "grad_norm/image_encoder", "lr/base", "throughput/frames_per_s", "time/data_wait_max_s"):
         assert all(key in r for r in records if "loss/core" in r), key
+    (final,) = [r for r in records if "eval/sav_J&F" in r]
+    assert final["step"] == 8 and final["eval/sav_num_videos"] == 1 and 0 <= final["eval/sav_J&F"] <= 100, final
+    assert not any("eval/clip_J&F" in r for r in records), "no clip proxy without eval.shards"
     (run_dir,) = (ref_out / "wandb").glob("offline-run-*")
     (history,) = run_dir.glob("run-*.wandb")
     assert b"loss/core" in history.read_bytes() and b"grad_norm/total" in history.read_bytes()

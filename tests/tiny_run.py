@@ -20,6 +20,7 @@ def write_config(path, shards, out_dir, **sections):
         "train": {"out_dir": str(out_dir), "precision": "fp32", "log_every": 1},
         "checkpoint": {"every": 2, "keep": 10},
         "wandb": {"mode": "disabled"},
+        "eval": {},
     }
     for section, values in sections.items():
         cfg[section].update(values)

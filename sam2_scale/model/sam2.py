@@ -380,7 +380,9 @@ class SAM2Base(nn.Module):
         for t_pos, prev in slots:
             if prev is None:
                 continue
-            memory.append(prev["maskmem_features"].to(device, non_blocking=True).flatten(2).transpose(1, 2))
+            # Evaluation stores memories in bf16 (as Meta's video predictor does): back to the compute dtype.
+            feats = prev["maskmem_features"].to(device=device, dtype=current_vision_feats[-1].dtype, non_blocking=True)
+            memory.append(feats.flatten(2).transpose(1, 2))
             pos = prev["maskmem_pos_enc"][-1].to(device).flatten(2).transpose(1, 2)
             memory_pos.append(pos + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
 

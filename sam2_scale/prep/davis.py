@@ -55,6 +55,21 @@ def _jpeg_size(path):
     return (data, *jpeg_size(data, path))
 
 
+def davis_palette() -> list[int]:
+    """DAVIS's (PASCAL VOC) palette, flat [r, g, b] * 256: index 0 black, 1 dark red, 2 green, ..."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        bits = index
+        for shift in range(7, -1, -1):
+            r |= (bits & 1) << shift
+            g |= ((bits >> 1) & 1) << shift
+            b |= ((bits >> 2) & 1) << shift
+            bits >>= 3
+        palette += [r, g, b]
+    return palette
+
+
 @dataclass(frozen=True)
 class DavisSource(Source):
     ann_every: int = 1  # keep every n-th annotated frame

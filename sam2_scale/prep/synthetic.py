@@ -42,6 +42,7 @@ from pycocotools import mask as mask_util
 
 from sam2_scale.data.rle import encode as encode_rle
 
+from .davis import davis_palette
 from .shards import write_json_atomic
 
 FPS = 24
@@ -489,21 +490,6 @@ def write_tar(tar_path, files) -> Path:
             tar.addfile(info, io.BytesIO(data))
     os.replace(temp, tar_path)
     return tar_path
-
-
-def davis_palette() -> list[int]:
-    """DAVIS's (PASCAL VOC) palette, flat [r, g, b] * 256: index 0 black, 1 dark red, 2 green, ..."""
-    palette = []
-    for index in range(256):
-        r = g = b = 0
-        bits = index
-        for shift in range(7, -1, -1):
-            r |= (bits & 1) << shift
-            g |= ((bits >> 1) & 1) << shift
-            b |= ((bits >> 2) & 1) << shift
-            bits >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def write_heldout_video(davis_dir, per_object_dir, name: str, scene: Scene, num_frames: int) -> None:

@@ -22,8 +22,8 @@ import yaml
 
 from ..config import ConfigError, load_config
 from ..data.mixing import MixedLoader
-from ..data.streams import NoClipsError
-from ..eval import evaluate_vos
+from ..data.streams import NoClipsError, SkipCounter
+from ..eval import evaluate_videos, evaluate_vos, folder_videos, shard_videos
 from ..model import build_sam2, load_checkpoint
 from .checkpoint import Checkpointer, CheckpointError, atomic_write_text, rng_state, set_rng_state
 from .distributed import all_reduce_max, all_reduce_sum, cpu_has_native_bf16, init_distributed
@@ -53,13 +53,29 @@ def build_model(cfg, device):
 
 
 class Evaluator:
-    """J&F on held-out video shards, on rank 0, with consolidated (EMA when on) weights."""
+    """Held-out J&F on rank 0 with consolidated (EMA when on) weights: the clip proxy every
+    `eval.every` steps and, when `eval.protocol` names one, a full-video protocol on a small
+    set every `eval.protocol_every` steps; both at the end of the run."""
 
     def __init__(self, cfg, dist_info):
         self.cfg, self.dist = cfg, dist_info
         self.model = None
 
-    def __call__(self, engine):
+    @classmethod
+    def build(cls, cfg, dist_info):
+        return cls(cfg, dist_info) if cfg.eval.shards or cfg.eval.protocol != "none" else None
+
+    def _due(self, step, final):
+        e = self.cfg.eval
+        clip = bool(e.shards) and (final or (e.every > 0 and step % e.every == 0))
+        full = e.protocol != "none" and (final or (e.protocol_every > 0 and step % e.protocol_every == 0))
+        return clip, full
+
+    def due(self, step, final=False):
+        return any(self._due(step, final))
+
+    def __call__(self, engine, step, final=False):
+        clip, full = self._due(step, final)
         weights = engine.full_state_dict(ema=engine.ema is not None)  # collective
         scores = {}
         if self.dist.is_main:
@@ -67,10 +83,23 @@ class Evaluator:
                 self.model = build_sam2(self.cfg.model.size, image_size=self.cfg.model.image_size, device=self.dist.device)
             self.model.load_state_dict(weights)
             dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
-            result = evaluate_vos(self.model, self.cfg.eval, device=self.dist.device, autocast_dtype=dtype)
-            scores = {f"eval/{k}": v for k, v in result.items()}
+            if clip:
+                result = evaluate_vos(self.model, self.cfg.eval, device=self.dist.device, autocast_dtype=dtype)
+                scores.update({f"eval/clip_{k}": v for k, v in result.items()})
+            if full:
+                scores.update(self._full_protocol(dtype))
         dist.barrier()
         return scores
+
+    def _full_protocol(self, dtype):
+        e = self.cfg.eval
+        skipped = SkipCounter()
+        videos = folder_videos(e.protocol_data) if e.protocol_data else shard_videos(e.shards, skipped)
+        result = evaluate_videos(
+            self.model, videos, e.protocol, self.dist.device, dtype, max_videos=e.protocol_max_videos, progress=False, split=False
+        )
+        keys = ("J&F", "J", "F", "num_videos", "num_objects", "frames_per_s")
+        return {f"eval/{e.protocol}_{k}": result[k] for k in keys}
 
 
 def train(cfg, resume="auto"):
@@ -129,10 +158,10 @@ def train(cfg, resume="auto"):
             flops.prepare(d.num_frames, cfg.data.resolution, cfg.data.resolution)
         seconds = time.perf_counter() - counting
         log(f"FLOPs per micro-batch counted over {flops.num_scenarios} prompt scenarios ({seconds:.0f} s)", dist_info)
-    evaluator = Evaluator(cfg, dist_info) if cfg.eval.shards else None
+    evaluator = Evaluator.build(cfg, dist_info)
 
-    if evaluator and cfg.eval.every and start_step == 0:
-        sink.log(0, evaluator(engine), line=None)  # the untrained model: the baseline of the curve
+    if evaluator and start_step == 0 and evaluator.due(0):
+        sink.log(0, evaluator(engine, 0), line=None)  # the untrained model: the baseline of the curve
 
     data_iter = _forever(loader)
     window = _Window()
@@ -177,8 +206,8 @@ def train(cfg, resume="auto"):
             metrics.update({f"grad_norm/{k}": v for k, v in grad_norms.items() if k != "total"})
             sink.log(step, metrics, format_line(step, total_steps, metrics))
             window = _Window()
-        if evaluator and cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
-            sink.log(step, evaluator(engine), line=None)
+        if evaluator and step < total_steps and evaluator.due(step):
+            sink.log(step, evaluator(engine, step), line=None)
 
         stop, save_now = preemption.poll(device)
         periodic = cfg.checkpoint.every and step % cfg.checkpoint.every == 0
@@ -200,7 +229,7 @@ def train(cfg, resume="auto"):
             break
 
     if exit_code == 0 and evaluator and not stop:
-        scores = evaluator(engine)
+        scores = evaluator(engine, step, final=True)
         sink.log(step, scores, line=f"[train] held-out {scores}" if scores else None)
     preemption.disarm()
     sink.finish()

@@ -1,11 +1,12 @@
-"""Semi-supervised video object segmentation on held-out video shards, scored with J&F as DAVIS does.
+"""The trainer's quick J&F proxy on held-out video shards: one clip per video, not the published
+protocols (those are `full_video.py`). Fast enough to run every few hundred steps.
 
 Per video, one clip (`num_frames` consecutive annotated frames, up to `max_num_objects` objects
 visible on its first frame, drawn from the video's key, so the same clip on every run, rank and
 sharding): frame 0 gets each object's ground-truth mask as the prompt, `track_step` propagates
 through the rest, and frames 1..T-1 are scored per object.
-Objects are tracked independently (no non-overlap constraint), as SA-V's per-object evaluation
-does. Masks are scored at `resolution` (square, as the input pipeline resizes them).
+Objects are tracked independently (no non-overlap constraint). Masks are scored at `resolution`
+(square, as the input pipeline resizes them). Scores are in [0, 1].
 
 J and F are those of DAVIS (`jf.py`). Each object's scores are averaged over its frames, then over
 all objects of all clips.
@@ -17,7 +18,6 @@ collective: the trainer evaluates on one rank while the others wait.
 import contextlib
 import warnings
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,17 +27,8 @@ import webdataset as wds
 from ..data.clips import ClipConfig, video_clip
 from ..data.streams import SkipCounter, expand_shards
 from ..data.transforms import AugmentConfig, ClipAugment, normalize_frames
+from .config import EvalConfig
 from .jf import boundary_f, jaccard
-
-
-@dataclass
-class EvalConfig:
-    shards: str = ""  # glob/brace pattern of held-out video shards ("" = evaluation off)
-    every: int = 0  # trainer: evaluate before training and every N optimizer steps (0 = only at the end)
-    num_frames: int = 8  # frames per clip evaluated
-    max_num_objects: int = 3
-    max_videos: int = 0  # 0 = all
-    resolution: int = 0  # scoring resolution; 0 = the model's image_size
 
 
 def _propagate(model, frames, first_masks):
