@@ -6,6 +6,7 @@ counted."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -96,7 +97,10 @@ def test_two_ranks_give_the_numbers_of_one(data, tmp_path):
         single = run_eval(data, tmp_path / "one.json", *args[1:])
     finally:
         torch.set_num_threads(threads)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "sam2_scale.eval", *args, "--json", str(tmp_path / "two.json")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -48,11 +48,14 @@ def one_rank_group(tmp_path):
 
 
 def test_training_micro_batch_has_no_host_sync(one_rank_group):
-    cfg = load_config(None, ["prompts.prob_to_sample_from_gt=0.5", "prompts.num_frames_to_correct=3"])
+    cfg = load_config(
+        None,
+        ["prompts.prob_to_sample_from_gt=0.5", "prompts.num_frames_to_correct=3", "prompts.num_correction_pt_per_frame=2"],
+    )
     torch.manual_seed(0)
-    model = build_sam2("tiny", image_size=128).train()
+    model = build_sam2("tiny", image_size=64).train()
     step = TrainingStep(model, cfg, rank=0)
-    batch = two_clip_batch(4, 128)
+    batch = two_clip_batch(4, 64)
     every_prompt = find_micro_batch(
         cfg,
         4,

@@ -14,13 +14,10 @@ pairs, x 100.
 """
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from .jf import boundary_f, jaccard
-
-ProtocolName = Literal["davis", "sav", "mose"]
 
 
 @dataclass(frozen=True)
