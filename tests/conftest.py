@@ -13,20 +13,8 @@ from sam2_scale.prep.synthetic import write_synthetic_dataset
 
 DATA = Path(__file__).parent / "data"
 
-# Two cores: keep intra-op threads to what the machine has (shared by pytest-xdist's workers),
-# and runs deterministic.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
-
-# Files whose tests must not run at the same time as each other's (one local SLURM at a time).
-_SHARED_WORKER = {"test_launch.py": "local_slurm", "test_local_slurm.py": "local_slurm"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs one worker per core with --dist loadgroup), a file's
-    tests stay on one worker, so its module fixtures are built once."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_SHARED_WORKER.get(item.path.name, item.path.name)))
+# Two cores: keep intra-op threads to what the machine has, and runs deterministic.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
