@@ -55,8 +55,8 @@ def test_regions_compile_without_breaks_and_stop_recompiling():
             "train.compile=true",
             "train.compile_backend=aot_eager",
             "train.precision=fp32",
-            "prompts.num_correction_pt_per_frame=2",
-            "prompts.num_frames_to_correct=2",
+            "prompts.num_correction_pt_per_frame=3",
+            "prompts.num_frames_to_correct=3",
         ],
     )
     torch.manual_seed(0)
@@ -84,10 +84,10 @@ def test_regions_compile_without_breaks_and_stop_recompiling():
     graphs_after_warmup = counters["stats"]["unique_graphs"]
     assert graphs_after_warmup > 0, "the regions must have compiled"
 
-    # 10 steps: random scenarios, 1-3 objects per clip, clips of 3-6 frames (memory banks of
+    # 20 steps: random scenarios, 1-3 objects per clip, clips of 3-6 frames (memory banks of
     # 1-6 frames), 1-3 images per batch.
     rng = np.random.default_rng(0)
-    for k in range(100, 110):
+    for k in range(100, 120):
         if k % 4 == 3:
             run(images_batch(list(rng.integers(1, 4, size=rng.integers(1, 4))), seed=k), k)
         else:
