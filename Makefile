@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/model_step.py --write BENCHMARKS.md
 	$(PY) benchmarks/frame_extraction.py --write BENCHMARKS.md
 	$(PY) benchmarks/prep_checks.py --write BENCHMARKS.md
+	$(PY) benchmarks/prep_process.py --write BENCHMARKS.md README.md
 	$(PY) benchmarks/input_pipeline.py --write BENCHMARKS.md
 	$(PY) benchmarks/trainer_overhead.py --write BENCHMARKS.md
 	$(PY) benchmarks/step_dispatch.py --baseline 0045972 --write BENCHMARKS.md

@@ -40,7 +40,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, sys.argv[1] + "/tests")
 from tracking_driver import synthetic_clip
-from sam2_scale.data import Batch
+from sam2_scale.data.batch import Batch
 from sam2_scale.model import build_sam2
 from sam2_scale.objective import MultiStepLoss, PromptConfig, sample_scenario, unroll_clip
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Turn SA-V, DAVIS-style and SA-1B datasets into WebDataset tar shards.
 
-  python data_prep/make_shards.py sav   --videos DIR [--annotations DIR] --out DIR
-  python data_prep/make_shards.py davis --frames DIR --masks DIR --out DIR
+  python data_prep/make_shards.py sav   --src DIR_OF_SAV_TARS --out DIR [--max-side 1024] [--include-auto]
+  python data_prep/make_shards.py sav   --videos DIR [--annotations DIR] --out DIR [--max-side 1024]
+  python data_prep/make_shards.py davis --frames DIR --masks DIR --out DIR [--max-side 1024]
   python data_prep/make_shards.py sa1b  --src DIR --out DIR [--max-side 1500] [--max-masks 200]
 
 Output: OUT/shard-NNNNNN.tar (samples, see sam2_scale/data/schema.py), OUT/shard-NNNNNN.stats.json
 (samples, frames, bytes, failures with reasons, seconds), OUT/settings.json (recorded before the
 first shard; a rerun with other settings or inputs is refused) and OUT/manifest.json (totals,
-shard list, all failures). Work is split into shards deterministically from the sorted input
+shard list, all failures). Release tars (SA-V, SA-1B) are read in place, never unpacked; each
+shard holds inputs of one tar only. Work is split into shards deterministically from the sorted input
 list, so --num-tasks/--task-id (default: from SLURM_ARRAY_TASK_COUNT/SLURM_ARRAY_TASK_ID) run
 disjoint parts on different machines. A rerun skips finished shards; a killed run leaves no
 shard that looks finished. Bad inputs (corrupt video or image, damaged JPEG body, missing or
@@ -17,7 +19,6 @@ are skipped and recorded; the exit status is 3 when the failure rate exceeds --m
 """
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -29,11 +30,11 @@ except ImportError:  # run as a script from a checkout
 
 from sam2_scale.prep.davis import DavisSource, find_davis_items
 from sam2_scale.prep.sa1b import Sa1bSource, find_sa1b_items
-from sam2_scale.prep.sav import SavSource, find_sav_items
+from sam2_scale.prep.sav import SavSource, find_sav_items, find_sav_tar_items
 from sam2_scale.prep.shards import (
     SettingsMismatch,
-    ShardPlan,
     plan_shards,
+    plan_shards_by_group,
     record_settings,
     run_shards,
     task_shards,
@@ -68,12 +69,34 @@ def build_parser():
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch logs)")
 
-    p = sub.add_parser("sav", help="SA-V: mp4 videos + <video>_manual.json masklets", description="SA-V videos to video shards.")
-    p.add_argument("--videos", required=True, help="folder searched recursively for *.mp4")
-    p.add_argument("--annotations", help="folder searched recursively for *_manual.json (default: --videos)")
+    def max_side(p, default, what):
+        p.add_argument(
+            "--max-side",
+            type=int,
+            default=default,
+            help=f"scale {what} down so the long side is at most this, masks with them (default: keep)",
+        )
+
+    p = sub.add_parser(
+        "sav",
+        help="SA-V: mp4 videos + <video>_manual.json masklets, in the release tars or a folder",
+        description="SA-V videos to video shards, from the release tars (read in place) or a folder.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--src", help="folder of SA-V release tars (sav_*.tar with mp4 + json inside), read without unpacking")
+    where.add_argument("--videos", help="folder searched recursively for *.mp4 (unpacked videos)")
+    p.add_argument("--annotations", help="with --videos: folder searched for *_manual.json (default: --videos)")
     p.add_argument("--ann-every", type=int, default=4, help="annotated frame rate: every n-th video frame from 0 (default 4)")
     p.add_argument("--include-auto", action="store_true", help="add the *_auto.json masklets as extra objects")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the extracted frames (default 90)")
+    max_side(p, 0, "frames")
+    p.add_argument(
+        "--decoder-threads",
+        choices=("auto", "one", "frame"),
+        default="auto",
+        help="video decoding: one thread, or frame threads; auto (default): frame threads only "
+        "while --workers leaves cores spare",
+    )
     common(p, per_shard=8)
 
     p = sub.add_parser(
@@ -84,6 +107,8 @@ def build_parser():
     p.add_argument("--frames", required=True, help="one folder of NNNNN.jpg per video")
     p.add_argument("--masks", required=True, help="one folder of NNNNN.png (palette) or <obj>/NNNNN.png per video")
     p.add_argument("--ann-every", type=int, default=1, help="keep every n-th annotated frame (default 1)")
+    max_side(p, 0, "frames")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of resized frames (default 90)")
     common(p, per_shard=16)
 
     p = sub.add_parser(
@@ -92,7 +117,7 @@ def build_parser():
         description="SA-1B images to image shards (one shard per input tar; loose files in chunks).",
     )
     p.add_argument("--src", required=True, help="folder with sa_*.jpg/json files and/or sa_*.tar archives")
-    p.add_argument("--max-side", type=int, default=0, help="resize so the long side is at most this (default: keep)")
+    max_side(p, 0, "images")
     p.add_argument("--max-masks", type=int, default=0, help="keep at most this many masks per image (default: all)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality when resizing (default 90)")
     common(p, per_shard=1000)
@@ -101,20 +126,22 @@ def build_parser():
 
 def make_plans(args):
     if args.kind == "sav":
-        source = SavSource(ann_every=args.ann_every, quality=args.quality, include_auto=args.include_auto)
-        plans = plan_shards(find_sav_items(args.videos, args.annotations), args.items_per_shard)
-    elif args.kind == "davis":
-        source = DavisSource(ann_every=args.ann_every)
-        plans = plan_shards(find_davis_items(args.frames, args.masks), args.items_per_shard)
-    else:
-        source = Sa1bSource(max_side=args.max_side, max_masks=args.max_masks, quality=args.quality)
-        items = find_sa1b_items(args.src)
-        tars = [i for i in items if i[0] == "tar"]
-        loose = [i for i in items if i[0] != "tar"]  # pairs, and duplicate names (recorded as failures)
-        # Each original tar becomes one shard (read once, sequentially); loose files are chunked.
-        plans = [ShardPlan(i, (t,)) for i, t in enumerate(tars)]
-        plans += [ShardPlan(len(plans) + p.index, p.items) for p in plan_shards(loose, args.items_per_shard)]
-    return source, plans
+        # Frame-threaded decoding only while cores are spare; with a worker per core, one
+        # decoder thread each scales better.
+        threads = args.workers < (os.cpu_count() or 1) if args.decoder_threads == "auto" else args.decoder_threads == "frame"
+        source = SavSource(args.ann_every, args.quality, args.include_auto, args.max_side, threads=threads)
+        if args.src:
+            return source, plan_shards_by_group(find_sav_tar_items(args.src), args.items_per_shard)
+        return source, plan_shards(find_sav_items(args.videos, args.annotations), args.items_per_shard)
+    if args.kind == "davis":
+        source = DavisSource(ann_every=args.ann_every, max_side=args.max_side, quality=args.quality)
+        return source, plan_shards(find_davis_items(args.frames, args.masks), args.items_per_shard)
+    source = Sa1bSource(max_side=args.max_side, max_masks=args.max_masks, quality=args.quality)
+    items = find_sa1b_items(args.src)
+    tars = [i for i in items if i[0] == "tar"]
+    loose = [i for i in items if i[0] != "tar"]  # pairs, and duplicate names (recorded as failures)
+    # Each original tar becomes one shard (read once, sequentially); loose files are chunked.
+    return source, plan_shards_by_group([[t] for t in tars] + [loose], args.items_per_shard)
 
 
 def main(argv=None):
@@ -123,7 +150,7 @@ def main(argv=None):
     out = Path(args.out)
     settings = {
         "kind": args.kind,
-        "source": dataclasses.asdict(source),
+        "source": source.settings(),
         "items_per_shard": args.items_per_shard,
         "num_inputs": sum(len(p.items) for p in plans),
     }

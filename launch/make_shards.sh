@@ -1,7 +1,7 @@
 #!/bin/bash
 # Data preparation as a SLURM job array: each array task builds its own disjoint set of shards.
 #
-#   sbatch --array=0-63 launch/make_shards.sh sav --videos /data/sav_train --out /data/shards/sav
+#   sbatch --array=0-63 launch/make_shards.sh sav --src /data/sav_train_tars --out /data/shards/sav --max-side 1024
 #   sbatch --array=0-15 launch/make_shards.sh sa1b --src /data/sa1b_tars --out /data/shards/sa1b --max-side 1500
 #
 # Safe to resubmit or requeue: finished shards are skipped. Each task rewrites manifest.json

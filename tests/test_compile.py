@@ -13,7 +13,7 @@ from torch._dynamo.utils import counters
 from tracking_driver import synthetic_clip
 
 from sam2_scale.config import load_config
-from sam2_scale.data import Batch
+from sam2_scale.data.batch import Batch
 from sam2_scale.model import build_sam2
 from sam2_scale.objective.prompts import micro_batch_seeds, sample_scenario
 from sam2_scale.train.engine import TrainingStep

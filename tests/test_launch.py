@@ -110,9 +110,9 @@ def test_failing_job_returns_its_exit_code(one_node, tmp_path):
 
 
 def test_make_shards_job_array_builds_a_verified_shard_set(one_node, training_shards, tmp_path):
-    raw = training_shards / "raw/sav"
+    """SA-V release tars, split over a two-task array, then one more task that finds nothing left."""
     out = tmp_path / "shards"
-    args = ["sav", "--videos", raw / "videos", "--annotations", raw / "annotations", "--out", out, "--items-per-shard", "1"]
+    args = ["sav", "--src", training_shards / "raw/sav_tars", "--out", out, "--items-per-shard", "1"]
     env = job_env(one_node, tmp_path, "")
     common = ["-p", "debug", "--cpus-per-task=1", "--mem-per-cpu=500M", f"--output={tmp_path}/job-%A_%a.out"]
     rc, _ = sbatch_wait([*common, "--array=0-1", "launch/make_shards.sh", *args], env, ROOT, timeout=300)

@@ -1,6 +1,7 @@
 """data_prep end to end on synthetic raw data: shards, stats, manifest, verify, bad input,
 resume after a kill, and task splitting. The CLI runs in real subprocesses where it matters."""
 
+import dataclasses
 import io
 import json
 import os
@@ -21,7 +22,9 @@ from PIL import Image
 
 from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
+from sam2_scale.prep.shards import ShardPlan, Source, build_shard
 from sam2_scale.prep.synthetic import write_synthetic_dataset
+from sam2_scale.prep.tar_io import iter_samples
 from sam2_scale.prep.verify import verify_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -599,7 +602,7 @@ def test_same_names_in_different_folders_are_not_mispaired(raw, tmp_path):
         assert list(reasons) == ["sa_1"] and "b/sa_1.jpg: another image named sa_1" in reasons["sa_1"], reasons
         assert verify_shards(out, progress=False)[1] == []
 
-    # Any source: a second sample with a key already in the shard is skipped, not merged into it.
+    # SA-V: the same video name in two folders; the second is named with the first.
     videos = tmp_path / "videos"
     for folder in ("x", "y"):
         (videos / folder).mkdir(parents=True)
@@ -607,4 +610,26 @@ def test_same_names_in_different_folders_are_not_mispaired(raw, tmp_path):
     out = tmp_path / "out_sav"
     make_shards("sav", "--videos", videos, "--annotations", raw / "sav/annotations", "--out", out, "--max-failure-rate", 1)
     assert keys_in_shards(out) == ["sav_000001"]
-    assert "sample key sav_000001 is already in shard-000000" in failure_reasons(out)["sav_000001"]
+    reason = failure_reasons(out)["sav_000001"]
+    assert "y/sav_000001.mp4: a file of the same name" in reason and "x/sav_000001.mp4" in reason, reason
+
+    # Any source: a second sample with a key already in the shard is skipped, not merged into it.
+    (tmp_path / "same_key").mkdir()
+    stats = build_shard(ShardPlan(0, ("a", "b")), tmp_path / "same_key", _OneKeySource())
+    assert (
+        stats["keys"] == ["k"]
+        and stats["failures"][0]["reason"] == "sample key k is already in shard-000000 (two inputs with one name?)"
+    )
+    assert [s["__key__"] for s in iter_samples(tmp_path / "same_key/shard-000000.tar")] == ["k"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _OneKeySource(Source):
+    """Every item gives a sample with the key "k"."""
+
+    def producers(self, item):
+        def produce(add):
+            add("txt", item.encode())
+            return "k", 1
+
+        yield item, produce

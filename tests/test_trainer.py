@@ -17,7 +17,7 @@ from tiny_run import write_config
 from tracking_driver import synthetic_clip
 
 from sam2_scale.config import ConfigError, load_config
-from sam2_scale.data import Batch
+from sam2_scale.data.batch import Batch
 from sam2_scale.model import build_sam2, load_checkpoint
 from sam2_scale.train.checkpoint import Checkpointer
 from sam2_scale.train.distributed import DistInfo

@@ -1,5 +1,5 @@
-"""Input pipeline: WebDataset shards to augmented, mixed image/video `Batch`es."""
+"""Input pipeline: WebDataset shards to augmented, mixed image/video `Batch`es (`batch.py`).
 
-from .batch import Batch
-
-__all__ = ["Batch"]
+This package's own import is light on purpose: data preparation shares `schema` and `rle` with
+the reader and must not load torch.
+"""

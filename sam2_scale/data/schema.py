@@ -9,13 +9,16 @@ video sample (SA-V, DAVIS-style):
 image sample (SA-1B):
     <key>.jpg            the image, JPEG
     <key>.json           ImageMeta as JSON: SA-1B's own annotation format (image + annotations,
-                         COCO RLE segmentations), plus the "schema" field
+                         COCO RLE segmentations), plus the "schema" field; "image" holds the
+                         stored height/width and the source's original_height/original_width
 
 VideoMeta:
     schema        "sam2_scale.video/1"
     source        "sav" | "davis"
     video_id      str
     height, width int, of the stored frames (= every RLE's "size")
+    original_height, original_width
+                  int, of the source video (larger when prep scaled the frames down)
     fps           float or null, of the source video
     frame_indices [int], the source index of each stored frame, ascending
     object_ids    [int], one per object (SA-V masklet id, DAVIS palette index)
@@ -43,13 +46,16 @@ def frame_index_of(ext):
     return int(stem) if suffix == "jpg" and stem.isdigit() else None
 
 
-def video_meta(source, video_id, height, width, fps, frame_indices, object_ids, masks, extra=None):
+def video_meta(source, video_id, height, width, fps, frame_indices, object_ids, masks, extra=None, original_size=None):
+    original_height, original_width = original_size or (height, width)
     return {
         "schema": VIDEO_SCHEMA,
         "source": source,
         "video_id": video_id,
         "height": int(height),
         "width": int(width),
+        "original_height": int(original_height),
+        "original_width": int(original_width),
         "fps": fps,
         "frame_indices": [int(i) for i in frame_indices],
         "object_ids": [int(i) for i in object_ids],

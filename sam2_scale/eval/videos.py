@@ -23,6 +23,7 @@ from PIL import Image
 from ..data import rle as rle_utils
 from ..data import schema
 from ..data.streams import SkipCounter, expand_shards
+from ..prep.davis import frame_number, read_png  # raises SampleError, a ValueError
 
 FRAME_FOLDERS = ("JPEGImages/480p", "JPEGImages_24fps", "JPEGImages")
 MASK_FOLDERS = ("Annotations/480p", "Annotations_6fps", "Annotations")
@@ -59,22 +60,6 @@ def _find(root, candidates, what):
     raise FileNotFoundError(f"{root}: no {what} folder (looked for {', '.join(candidates)})")
 
 
-def _int_stem(path):
-    try:
-        return int(path.stem)
-    except ValueError:
-        return None
-
-
-def _read_png(path):
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return np.array(img), img.getpalette()
-    except (OSError, ValueError) as exc:
-        raise BadVideo(f"{path}: unreadable mask PNG: {exc}") from exc
-
-
 def _read_jpeg(path):
     try:
         with Image.open(path) as img:
@@ -105,7 +90,7 @@ def folder_videos(root, video_list=None):
 
 def _folder_video(frames_dir, masks_dir):
     frames = sorted(
-        (n, p) for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg") and (n := _int_stem(p)) is not None
+        (n, p) for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg") and (n := frame_number(p)) is not None
     )
     if not frames:
         raise BadVideo(f"{frames_dir}: no numbered JPEG frames")
@@ -128,7 +113,7 @@ def _folder_video(frames_dir, masks_dir):
             for k, oid in enumerate(object_ids):
                 path = pngs[oid].get(stems[i])
                 if path is not None:  # no PNG on an annotated frame: the object is not visible
-                    out[k] = _checked(_read_png(path)[0], path, height, width) > 0
+                    out[k] = _checked(read_png(path)[0], path, height, width) > 0
             return out
 
     else:  # DAVIS / MOSE: one palettised PNG per annotated frame
@@ -136,13 +121,13 @@ def _folder_video(frames_dir, masks_dir):
         annotated = sorted(position[s] for s in pngs)
         ids, palette = set(), None
         for s in pngs:  # small PNGs; the object ids of the whole video are needed up front
-            labels, palette = _read_png(pngs[s])
+            labels, palette = read_png(pngs[s])
             ids.update(int(v) for v in np.unique(_checked(labels, pngs[s], height, width)) if v)
         object_ids = sorted(ids)
 
         def read_masks(i):
             path = pngs[stems[i]]
-            labels = _checked(_read_png(path)[0], path, height, width)
+            labels = _checked(read_png(path)[0], path, height, width)
             return labels[None] == np.array(object_ids, dtype=labels.dtype)[:, None, None]
 
     if not annotated:

@@ -13,7 +13,7 @@ from .prompts import PromptConfig, concat_points, sample_box_prompt, sample_clic
 
 
 def unroll_clip(model, batch, scenario, noise, cfg=None):
-    """Run `model` (a SAM2Base) over `batch` (a `sam2_scale.data.Batch`) of one or more clips.
+    """Run `model` (a SAM2Base) over `batch` (a `sam2_scale.data.batch.Batch`) of one or more clips.
 
     scenario: a `ClipScenario` (see `sample_scenario`), shared by every clip of the batch;
     noise: a `PixelNoise` over the batch's objects, for clicks and box jitter.

@@ -4,7 +4,8 @@ Layout: frames `<frames>/<video>/<NNNNN>.jpg`; masks either one palettised PNG p
 frame, `<masks>/<video>/<NNNNN>.png` (palette index = object id, 0 = background), or one binary
 PNG per object, `<masks>/<video>/<object id>/<NNNNN>.png` (SA-V val/test; a missing PNG on an
 annotated frame means the object is not visible). Frames with masks are the annotated frames.
-JPEG frames are stored as they are, without re-encoding.
+JPEG frames are stored as they are, without re-encoding, unless `max_side` asks for a smaller
+long side (then frames are resized and re-encoded, and masks resized with them).
 """
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from PIL import Image
 from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
 
+from .resize import fitted_size, resize_jpeg, resize_mask
 from .shards import SampleError, Source
 from .validate import jpeg_size
 
@@ -31,18 +33,20 @@ def find_davis_items(frames_dir, masks_dir):
     return items
 
 
-def _frame_number(path):
+def frame_number(path):
+    """The frame number of a `NNNNN.jpg` / `NNNNN.png` file, or None for other names."""
     try:
         return int(path.stem)
     except ValueError:
         return None
 
 
-def _read_png(path):
+def read_png(path):
+    """(labels, palette or None) of a mask PNG; SampleError naming the file if it is unreadable."""
     try:
         with Image.open(path) as img:
             img.load()
-            return np.array(img)
+            return np.array(img), img.getpalette()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SampleError(f"{path}: unreadable mask PNG: {exc}") from exc
 
@@ -73,6 +77,8 @@ def davis_palette() -> list[int]:
 @dataclass(frozen=True)
 class DavisSource(Source):
     ann_every: int = 1  # keep every n-th annotated frame
+    max_side: int = 0  # scale frames (and masks) down to this long side; 0 = keep
+    quality: int = 90  # JPEG quality of resized frames
     unit: str = "videos"
 
     def producers(self, item):
@@ -94,16 +100,16 @@ class DavisSource(Source):
                     raise SampleError(f"{folder}: object folders must be named by their integer id") from None
                 ids.append(object_id)
                 for png in folder.glob("*.png"):
-                    n = _frame_number(png)
+                    n = frame_number(png)
                     if n is not None:
-                        annotations.setdefault(n, {})[object_id] = _read_png(png) > 0
+                        annotations.setdefault(n, {})[object_id] = read_png(png)[0] > 0
             return annotations, sorted(ids)
         ids = set()
         for png in masks_dir.glob("*.png"):
-            n = _frame_number(png)
+            n = frame_number(png)
             if n is None:
                 continue
-            labels = _read_png(png)
+            labels, _ = read_png(png)
             if labels.ndim != 2:
                 raise SampleError(f"{png}: expected a palettised (single-channel) PNG, got shape {labels.shape}")
             present = [int(v) for v in np.unique(labels) if v != 0]
@@ -112,7 +118,7 @@ class DavisSource(Source):
         return annotations, sorted(ids)
 
     def _build(self, frames_dir, masks_dir, add):
-        frames = {_frame_number(p): p for p in frames_dir.glob("*.jpg") if _frame_number(p) is not None}
+        frames = {frame_number(p): p for p in frames_dir.glob("*.jpg") if frame_number(p) is not None}
         annotations, ids = self._annotations(masks_dir)
         annotated = sorted(n for n in annotations if n in frames)[:: self.ann_every]
         if not annotated:
@@ -125,16 +131,22 @@ class DavisSource(Source):
             data, h, w = _jpeg_size(frames[n])
             if height is None:
                 height, width = h, w
+                stored = fitted_size(height, width, self.max_side)
             if (h, w) != (height, width):
                 raise SampleError(f"{frames[n]}: frame size {(h, w)} differs from the video's {(height, width)}")
             row = []
             for object_id in ids:
                 mask = annotations[n].get(object_id)
-                if mask is not None and mask.shape != (height, width):
+                if mask is None:
+                    row.append(rle_utils.empty(*stored))
+                    continue
+                if mask.shape != (height, width):
                     raise SampleError(f"{masks_dir}: mask of frame {n} is {mask.shape}, frame is {(height, width)}")
-                row.append(rle_utils.encode(mask) if mask is not None else rle_utils.empty(height, width))
+                row.append(rle_utils.encode(resize_mask(mask, *stored)))
             masks.append(row)
+            if stored != (height, width):
+                data = resize_jpeg(data, *stored, self.quality, frames[n])
             add(schema.frame_ext(n), data)
-        meta = schema.video_meta("davis", frames_dir.name, height, width, None, annotated, ids, masks)
+        meta = schema.video_meta("davis", frames_dir.name, *stored, None, annotated, ids, masks, original_size=(height, width))
         add(schema.META_EXT, schema.encode_meta(meta))
         return schema.sample_key(frames_dir.name), len(annotated)

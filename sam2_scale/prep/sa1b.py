@@ -4,20 +4,16 @@ The JPEG is stored as it is unless `max_side` asks for a smaller long side (then
 and its RLE masks with it). `max_masks` keeps the first N annotations of an image.
 """
 
-import io
 import json
 import posixpath
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import simplejpeg
-from PIL import Image
-
 from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
 
+from .resize import fitted_size, resize_jpeg, resize_rle
 from .shards import SampleError, Source
 from .validate import as_int, describe, is_number, jpeg_size, require_dict, require_list, require_optional_number
 
@@ -116,34 +112,24 @@ class Sa1bSource(Source):
             annotations = annotations[: self.max_masks]
         for i, ann in enumerate(annotations):
             _check_annotation(ann, height, width, f"{where}: annotation {i}")
-        if self.max_side and max(height, width) > self.max_side:
-            image_bytes, annotations, height, width = self._resize(image_bytes, annotations, height, width, where)
+        new_h, new_w = fitted_size(height, width, self.max_side)
+        if (new_h, new_w) != (height, width):
+            image_bytes = resize_jpeg(image_bytes, new_h, new_w, self.quality, where)
+            scale = self.max_side / max(height, width)
+            annotations = [
+                _resized_annotation(a, scale, new_h, new_w, f"{where}: annotation {i}") for i, a in enumerate(annotations)
+            ]
         meta = dict(meta, annotations=annotations, schema=schema.IMAGE_SCHEMA)
-        meta["image"] = dict(meta.get("image", {}), height=height, width=width)
+        meta["image"] = dict(meta.get("image", {}), height=new_h, width=new_w, original_height=height, original_width=width)
         add(schema.IMAGE_EXT, image_bytes)
         add(schema.META_EXT, schema.encode_meta(meta))
         return schema.sample_key(stem), 1
 
-    def _resize(self, image_bytes, annotations, height, width, where):
-        scale = self.max_side / max(height, width)
-        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-        try:
-            with Image.open(io.BytesIO(image_bytes)) as img:
-                img.draft("RGB", (new_w, new_h))  # let libjpeg decode at a reduced DCT scale
-                rgb = np.asarray(img.convert("RGB").resize((new_w, new_h), Image.BILINEAR))
-        except OSError as exc:
-            raise SampleError(f"{where}: unreadable JPEG: {exc}") from exc
-        resized = []
-        for ann in annotations:
-            try:
-                mask = rle_utils.decode(ann["segmentation"])
-            except rle_utils.RLEError as exc:
-                raise SampleError(f"{where}: {exc}") from exc
-            small = np.asarray(Image.fromarray(mask).resize((new_w, new_h), Image.NEAREST))
-            rle = rle_utils.encode(small)
-            x, y, w, h = ann.get("bbox") or [0, 0, 0, 0]
-            resized.append(dict(ann, segmentation=rle, area=int(small.sum()), bbox=[x * scale, y * scale, w * scale, h * scale]))
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=self.quality, colorspace="RGB"), resized, new_h, new_w
+
+def _resized_annotation(ann, scale, height, width, where):
+    rle = resize_rle(ann["segmentation"], height, width, where)
+    x, y, w, h = ann.get("bbox") or [0, 0, 0, 0]
+    return dict(ann, segmentation=rle, area=rle_utils.area(rle), bbox=[x * scale, y * scale, w * scale, h * scale])
 
 
 def _parse_annotations(annotation_bytes, where):

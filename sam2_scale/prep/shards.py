@@ -9,7 +9,9 @@ rerun with other settings (which would plan other shards and skip or repeat samp
 however the previous run ended, also when it was killed long before writing manifest.json.
 """
 
+import dataclasses
 import json
+import multiprocessing
 import os
 import tarfile
 import tempfile
@@ -18,11 +20,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import webdataset as wds
 from tqdm import tqdm
 
+from .tar_io import add_member
 
-class SampleError(Exception):
+
+class SampleError(ValueError):
     """Bad input for one sample: the sample is skipped and recorded, the run goes on."""
 
 
@@ -41,6 +44,15 @@ def plan_shards(items, items_per_shard):
     if items_per_shard < 1:
         raise ValueError("items per shard must be >= 1")
     return [ShardPlan(i, tuple(items[s : s + items_per_shard])) for i, s in enumerate(range(0, len(items), items_per_shard))]
+
+
+def plan_shards_by_group(groups, items_per_shard):
+    """Shards of consecutive items that never span two groups (e.g. the videos of one input
+    tar), numbered across groups in order."""
+    plans = []
+    for items in groups:
+        plans += [ShardPlan(len(plans) + p.index, p.items) for p in plan_shards(items, items_per_shard)]
+    return plans
 
 
 def task_shards(plans, num_tasks, task_id):
@@ -144,24 +156,26 @@ class _Staging:
     def __init__(self, folder, key):
         self.key = key
         self.file = tempfile.TemporaryFile(dir=folder)
-        self.writer = wds.TarWriter(self.file, mtime=0)
+        self.tar = tarfile.open(fileobj=self.file, mode="w")
         self.bytes = 0
 
     def add(self, ext, data):
-        self.writer.write({"__key__": self.key, ext: data})
+        add_member(self.tar, f"{self.key}.{ext}", data)
         self.bytes += len(data)
 
-    def copy_into(self, sink):
-        self.writer.tarstream.close()  # finish the archive; the file stays open
+    def copy_into(self, sink, key):
+        """Append the sample to `sink` under its final `key` (members were staged under the
+        hint, before the producer knew the key)."""
+        self.tar.close()  # finish the archive; the file stays open
         self.file.seek(0)
         with tarfile.open(fileobj=self.file, mode="r") as staged:
             for member in staged:
-                sink.tarstream.addfile(member, staged.extractfile(member))
+                data = staged.extractfile(member)
+                member.name = key + member.name[len(self.key) :]
+                sink.addfile(member, data)
 
     def close(self):
-        # The tar stream first: left open, it would flush its buffer into the closed file when
-        # garbage-collected ("Exception ignored ... write to closed file" per failed sample).
-        self.writer.close()
+        self.tar.close()
         self.file.close()
 
 
@@ -172,7 +186,7 @@ def build_shard(plan, out_dir, source):
     tmp_tar = out_dir / f".{plan.name}.tar.tmp-{os.getpid()}"
     stats = {"shard": plan.name, "items": len(plan.items), "samples": 0, "frames": 0, "bytes": 0, "failures": [], "keys": []}
     keys = set()
-    with open(tmp_tar, "wb") as raw, wds.TarWriter(raw, mtime=0) as sink:
+    with open(tmp_tar, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as sink:
         for item in plan.items:
             try:
                 for key_hint, produce in source.producers(item):
@@ -183,7 +197,7 @@ def build_shard(plan, out_dir, source):
                             # WebDataset groups members by key: a second sample with one key
                             # would merge with (or break the reading of) the first.
                             raise SampleError(f"sample key {key} is already in {plan.name} (two inputs with one name?)")
-                        staging.copy_into(sink)
+                        staging.copy_into(sink, key)
                     except SampleError as exc:
                         stats["failures"].append({"source": key_hint, "reason": str(exc)})
                         continue
@@ -196,6 +210,7 @@ def build_shard(plan, out_dir, source):
                     keys.add(key)
             except SampleError as exc:  # the item itself is unreadable (e.g. a corrupt tar)
                 stats["failures"].append({"source": str(item), "reason": str(exc)})
+        sink.close()  # the end-of-archive blocks, before the sync
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp_tar, out_dir / f"{plan.name}.tar")
@@ -205,7 +220,7 @@ def build_shard(plan, out_dir, source):
 
 
 class Source:
-    """What a dataset reader provides (a picklable object: it travels to worker processes).
+    """What a dataset reader provides (a picklable dataclass: it travels to worker processes).
 
     producers(item) yields (key_hint, produce) pairs; produce(add) calls add(ext, bytes) for
     each member of one sample and returns (key, num_frames), or raises SampleError.
@@ -215,6 +230,11 @@ class Source:
 
     def producers(self, item):
         raise NotImplementedError
+
+    def settings(self):
+        """The fields that decide what the shards hold (fields marked `setting: False` only
+        decide how the work is done, and may differ between runs of one build)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("setting", True)}
 
 
 def _build_shard_entry(args):
@@ -240,7 +260,9 @@ def run_shards(plans, out_dir, source, workers=1, progress=True):
             built.append(build_shard(plan, out_dir, source))
             bar.update(len(plan.items))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Spawned workers import only what building a shard needs, not their parent's modules,
+        # and inherit none of its threads (the progress bar's).
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_build_shard_entry, (plan, out_dir, source)): plan for plan in todo}
             for future in as_completed(futures):
                 built.append(future.result())

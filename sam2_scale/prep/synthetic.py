@@ -12,6 +12,7 @@ Layout written by `write_synthetic_dataset(out_dir)`:
 
     sav/videos/sav_000001.mp4                H.264, yuv420p, 24 fps
     sav/annotations/sav_000001_manual.json   SA-V train format, every 4th frame annotated
+    sav_tars/sav_000.tar                     the same files in an SA-V release tar (sav_000/...)
     sa1b/sa_1.jpg, sa1b/sa_1.json            SA-1B format (COCO RLE masks)
     sa1b_tars/sa_000000.tar                  the same files in an SA-1B-style tar
     davis/JPEGImages/heldout_000/00000.jpg   every frame
@@ -477,15 +478,16 @@ def write_sa1b_image(
     return image_path, write_json_atomic(sa1b_dir / f"sa_{image_id}.json", record)
 
 
-def write_tar(tar_path, files) -> Path:
-    """Plain tar with `files` at the top level, like SA-1B's; fixed metadata, so it is reproducible."""
+def write_tar(tar_path, files, folder="") -> Path:
+    """Plain tar with `files` at its top level (SA-1B's layout) or in `folder` (SA-V's); fixed
+    metadata, so it is reproducible."""
     tar_path = Path(tar_path)
     tar_path.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_path(tar_path)
     with tarfile.open(temp, "w", format=tarfile.GNU_FORMAT) as tar:
         for file in files:
             data = Path(file).read_bytes()
-            info = tarfile.TarInfo(Path(file).name)
+            info = tarfile.TarInfo(f"{folder}/{Path(file).name}" if folder else Path(file).name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     os.replace(temp, tar_path)
@@ -542,6 +544,9 @@ def write_synthetic_dataset(
         sav_annotations.append(annotation)
         num_masklets += scene.num_objects
 
+    sav_files = [f for pair in zip(sav_videos, sav_annotations) for f in pair]
+    sav_tar = write_tar(out_dir / "sav_tars" / "sav_000.tar", sav_files, folder="sav_000") if sav_files else None
+
     sa1b_files, num_sa1b_masks = [], 0
     for index in range(num_images):
         rng = np.random.default_rng(dataset_seed(seed, "sa1b", index))
@@ -562,6 +567,7 @@ def write_synthetic_dataset(
         "out_dir": out_dir,
         "sav_videos": sav_videos,
         "sav_annotations": sav_annotations,
+        "sav_tar": sav_tar,
         "sa1b_images": sa1b_files[0::2],
         "sa1b_annotations": sa1b_files[1::2],
         "sa1b_tar": sa1b_tar,

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import simplejpeg
-import webdataset as wds
 from tqdm import tqdm
 
 from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
+
+from .tar_io import iter_samples
 
 
 def _check_jpeg(data, height, width, where, problems):
@@ -103,7 +104,7 @@ def verify_shards(folder, progress=True):
             problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard['size']}")
         keys, frames = [], 0
         try:
-            for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+            for sample in iter_samples(path):
                 where = f"{path.name}:{sample['__key__']}"
                 keys.append(sample["__key__"])
                 problems += _check_sample(check, sample, where)

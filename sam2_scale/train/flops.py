@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..data import Batch
+from ..data.batch import Batch
 from ..model import build_sam2, set_activation_checkpointing
 from ..objective import unroll_clip
 from ..objective.prompts import PixelNoise, sample_scenario
