@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/prep_process.py --write BENCHMARKS.md README.md
 	$(PY) benchmarks/input_pipeline.py --write BENCHMARKS.md
 	$(PY) benchmarks/trainer_overhead.py --write BENCHMARKS.md
+	$(PY) benchmarks/elastic_checkpoint.py --size tiny small --write BENCHMARKS.md
 	$(PY) benchmarks/step_dispatch.py --baseline 0045972 --write BENCHMARKS.md
 	$(PY) benchmarks/gpu_throughput.py $$(nvidia-smi -L >/dev/null 2>&1 || echo --toy) --write BENCHMARKS.md
 

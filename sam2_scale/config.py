@@ -49,6 +49,9 @@ class TrainConfig:
     deepspeed_config: str = "ds_configs/zero2.json"  # ZeRO stage and communication settings
     precision: str = "bf16"  # bf16 (autocast; bf16 params under FSDP/DeepSpeed) | fp32
     grad_accum_steps: int = 1  # global batch = batch_size x grad_accum_steps x world size
+    # Resuming on another world size recomputes grad_accum_steps to keep the global batch and
+    # refuses when it cannot; true trains on with the configured grad_accum_steps instead.
+    allow_global_batch_change: bool = False
     grad_clip: float = 0.1  # max total grad norm (0 = no clipping)
     max_nonfinite_steps: int = 10  # stop after this many skipped (NaN/inf) steps in a row
     ema_decay: float = 0.0  # EMA of the weights (0 = off), e.g. 0.9999

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import socket
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sam2_scale.data.batch import collate_clips
+from sam2_scale.data.ledger import Ledger
 from sam2_scale.data.mixing import MixedLoader
 from sam2_scale.data.streams import DataConfig, DatasetConfig, clip_pipeline
 from sam2_scale.data.transforms import AugmentConfig, ClipAugment
@@ -182,13 +184,15 @@ def _rank_main(rank, world, port, root, out_dir, resampled):
     dist.destroy_process_group()
 
 
-@pytest.fixture
-def port():
-    import socket
-
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def port():
+    return free_port()
 
 
 def test_two_ranks_two_workers_get_equal_batches(shards, tmp_path, port):
@@ -225,10 +229,79 @@ def test_restored_loader_continues_the_stream(shards):
     assert tail == uninterrupted[5:]
 
 
-def test_restore_refuses_a_different_worker_count(shards):
-    state = MixedLoader(data_cfg(shards, num_workers=2), 3).state_dict()
+def test_restore_refuses_another_seed(shards):
+    state = MixedLoader(data_cfg(shards), 3).state_dict()
     with pytest.raises(ValueError, match="cannot continue"):
-        MixedLoader(data_cfg(shards, num_workers=1), 3, state=state)
+        MixedLoader(data_cfg(shards, seed=1), 3, state=state)
+
+
+def test_ledger_counts_each_sample_once_and_unions_ranks():
+    a, b = Ledger(), Ledger()
+    for index in range(3):
+        a.record(0, index, last=index == 2)  # draw 0: three samples, all consumed
+    a.record(2, 0, last=False)
+    b.record(1, 1, last=True)  # draw 1: its last sample (index 1) only
+    b.record(2, 1, last=False)
+    assert a.frontier == 1 and a.taken == {2: {0}}
+    assert list(a.pending(limit=4)) == [1, 2, 3]
+    both = Ledger.union([a.state_dict(), json.loads(json.dumps(b.state_dict()))])
+    assert both.frontier == 1 and both.taken == {1: {1}, 2: {0, 1}} and both.sizes == {1: 2}
+    both.record(1, 0, last=False)  # draw 1 now complete: the frontier moves past it
+    assert both.frontier == 2 and both.taken_in(2) == {0, 1} and list(both.pending(limit=4)) == [2, 3]
+
+
+def _epoch_rank(rank, world, port, cfg, phase, state_file, out_file, batches):
+    """Phase "stop": take `batches` batches, then save the (gathered) loader state. Phase "drain":
+    restore that state on this world size and read everything this rank is dealt."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    if phase == "stop":
+        loader = MixedLoader(cfg, steps_per_epoch=100)
+        sources = [s for _, b in zip(range(batches), loader) for s in b.metadata["sources"]]
+        state = loader.state_dict()
+        if rank == 0:
+            torch.save(state, state_file)
+    else:
+        loader = MixedLoader(cfg, steps_per_epoch=100, state=torch.load(state_file))
+        (d,) = cfg.datasets
+        pipeline = clip_pipeline(d, cfg, epoch=loader.epoch, layout=loader.layouts[d.name], ledger=loader.ledgers[d.name])
+        batches = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=cfg.num_workers)
+        sources = [c["source"] for batch in batches for c in batch]
+    gathered = [None] * world
+    dist.all_gather_object(gathered, sources)
+    if rank == 0:
+        torch.save(gathered, out_file)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("worlds", [(2, 3), (2, 1)])
+def test_another_world_size_continues_an_epoch_without_repeats_or_gaps(worlds, tmp_path, port):
+    """Shards of three samples, each read once (an epoch-based stream): 2 ranks stop with shards
+    half read; 3 ranks (or 1) take over. Every sample of the epoch is consumed exactly once."""
+    root = tmp_path / "data"
+    write_synthetic_dataset(root / "raw", num_videos=0, num_images=24, num_heldout=0, size=(64, 48), seed=3)
+    plans = plan_shards(find_sa1b_items(root / "raw/sa1b"), 3)
+    run_shards(plans, root / "sa1b", Sa1bSource(), workers=1, progress=False)
+    everything = [f"sa_{i}.jpg" for i in range(1, 25)]
+    before, after = worlds
+    consumed = []
+    for world, workers, phase in ((before, 2, "stop"), (after, 1, "drain")):
+        cfg = DataConfig(
+            datasets=[DatasetConfig("sa1b", str(root / "sa1b/shard-*.tar"), "image", batch_size=2, num_frames=1)],
+            resolution=32,
+            num_workers=workers,
+            shuffle_buffer=1,
+            resampled=False,
+        )
+        args = (world, free_port(), cfg, phase, str(tmp_path / "state.pt"), str(tmp_path / "sources.pt"), 2)
+        mp.spawn(_epoch_rank, args=args, nprocs=world, join=True)
+        consumed += [s for rank in torch.load(tmp_path / "sources.pt") for s in rank]
+        if phase == "stop":
+            assert len(consumed) == before * 2 * 2  # 2 batches of 2 per rank: shards cut mid-way
+            state = torch.load(tmp_path / "state.pt")
+            assert state["datasets"]["sa1b"]["ledger"]["taken"], "no shard was left half read"
+    assert Counter(consumed) == Counter(everything)
 
 
 def test_collate_rejects_mixed_lengths():

@@ -132,17 +132,21 @@ def two_nodes():
     stop_cluster(state)
 
 
-def test_pretrain_sav_on_two_emulated_nodes(two_nodes, training_shards, tmp_path):
+def test_pretrain_sav_on_two_emulated_nodes_resumes_a_one_node_run(two_nodes, training_shards, tmp_path):
+    """A run checkpointed on one node (1 rank x 2 accumulation steps) goes on as a job on two
+    nodes (2 ranks x 1): the job resumes at the step and reshards."""
     out = tmp_path / "run"
-    config = write_config(tmp_path / "c.yaml", training_shards, out, train={"strategy": "fsdp"}, optim={"total_steps": 4})
-    args = ["-p", "debug", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--gpus-per-node=0", "--mem=0"]
-    rc, _ = sbatch_wait(
-        [*args, "--time=00:20:00", f"--output={tmp_path}/job-%j.out", "launch/pretrain_sav.sh"],
-        job_env(two_nodes, tmp_path, config),
-        ROOT,
-        timeout=600,
+    config = write_config(
+        tmp_path / "c.yaml", training_shards, out, train={"strategy": "fsdp", "grad_accum_steps": 2}, optim={"total_steps": 4}
     )
-    log = job_output(tmp_path)
-    assert rc == 0, log[-4000:]
+    env = job_env(two_nodes, tmp_path, config)
+    for nodes, steps in ((1, 2), (2, 4)):
+        args = ["-p", "debug", f"--nodes={nodes}", "--ntasks-per-node=1", "--cpus-per-task=1", "--gpus-per-node=0", "--mem=0"]
+        job = [*args, "--time=00:20:00", f"--output={tmp_path}/job-{nodes}n-%j.out", "launch/pretrain_sav.sh"]
+        rc, _ = sbatch_wait([*job, f"checkpoint.every={steps}", f"optim.total_steps={steps}"], env, ROOT, timeout=600)
+        log = job_output(tmp_path)
+        assert rc == 0, log[-4000:]
+        assert latest_step(out) == steps
     assert "2 node(s) x 1 task(s), master n1:" in log
-    assert latest_step(out) == 4
+    assert "written by 1 rank(s), this run has 2" in log and "gradient accumulation 2 -> 1" in log
+    assert "resumed from" in log and "at step 2" in log

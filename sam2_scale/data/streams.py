@@ -10,12 +10,13 @@ shards) without producing one clip cannot work at all (num_frames above what the
 the wrong `kind`, ...): it raises NoClipsError, naming the dataset, its shards and the reasons,
 instead of searching forever.
 
-Resuming ("continues" means): in resampled mode, each worker's shard draws are a deterministic
-sequence from (seed, epoch, rank, worker). The loader state records, per worker, the last draw
-whose samples reached the trainer; a restored stream starts at the next draw. So the shards that
-follow are exactly those the uninterrupted run would have read next, and nothing from the start
-is replayed; the rest of the shard in flight and the shuffle buffer at save time are dropped,
-not replayed. Restore needs the same seed, world size and number of workers.
+Resuming: a dataset's epoch is one world-size-independent sequence of shard draws (see
+ledger.py). The draws still to read when a stream starts (`layout`, a Ledger) are dealt round
+robin to the run's slots (rank x DataLoader worker), and each slot skips what the current
+ledger says is consumed. A restored stream at the same layout therefore continues every slot
+exactly where it stopped (the rest of a partly read shard first); at another world size or
+worker count the unread draws are dealt anew. Either way no consumed sample is read again and
+none is left out; only the shuffle buffer's order at save time is lost.
 """
 
 import collections
@@ -31,6 +32,7 @@ import webdataset as wds
 from braceexpand import braceexpand
 
 from .clips import ClipConfig, image_clip, video_clip
+from .ledger import Ledger
 from .transforms import AugmentConfig, ClipAugment
 
 
@@ -71,7 +73,7 @@ def expand_shards(pattern):
     return urls
 
 
-def _rank_and_world():
+def rank_and_world():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -138,59 +140,77 @@ class SkipCounter:
 
 
 class ShardDraws(torch.utils.data.IterableDataset):
-    """The first stage: which shard each worker reads next."""
+    """The first stage: which shard draws this slot (rank, worker) reads, in order.
 
-    def __init__(self, urls, seed, resampled, start_draws=None, worker_phase=0):
-        self.urls, self.seed, self.resampled = urls, seed, resampled
-        self.epoch = 0
-        self.start_draws = start_draws or {}  # worker -> first draw index to read (resume)
+    The unread draws of `layout` go round robin to the slots; those `ledger` (what the run has
+    consumed since) marks finished are passed over, and a partly consumed one carries the
+    indices of its samples already taken.
+    """
+
+    def __init__(self, urls, seed, resampled, epoch=0, layout=None, ledger=None, worker_phase=0):
+        self.urls, self.seed, self.resampled, self.epoch = urls, seed, resampled, epoch
+        self.layout = layout or Ledger()
+        self.ledger = ledger or Ledger()
         self.worker_phase = worker_phase
 
-    def __iter__(self):
-        rank, world = _rank_and_world()
-        worker, num_workers = _worker(self.worker_phase)
+    def _shard_of_draw(self):
         if not self.resampled:
-            # Each shard exactly once over all ranks and workers.
-            for i, url in enumerate(self.urls[rank::world][worker::num_workers]):
-                yield {"url": url, "__draw__": i, "__worker__": worker}
-            return
-        rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
-        draw = self.start_draws.get(worker, 0)
-        if draw:
-            rng.integers(len(self.urls), size=draw)  # fast-forward the deterministic sequence
-        while True:
-            yield {"url": self.urls[int(rng.integers(len(self.urls)))], "__draw__": draw, "__worker__": worker}
-            draw += 1
+            return self.urls.__getitem__
+        rng = np.random.default_rng([self.seed, self.epoch])
+        drawn = np.empty(0, dtype=np.int64)
+
+        def shard(draw):  # the i.i.d. sequence of the epoch, extended on demand
+            nonlocal drawn
+            while draw >= len(drawn):
+                drawn = np.concatenate([drawn, rng.integers(len(self.urls), size=max(1024, len(drawn)))])
+            return self.urls[int(drawn[draw])]
+
+        return shard
+
+    def __iter__(self):
+        rank, world = rank_and_world()
+        worker, num_workers = _worker(self.worker_phase)
+        slot, slots = worker * world + rank, world * num_workers
+        shard_of = self._shard_of_draw()
+        pending = self.layout.pending(None if self.resampled else len(self.urls))
+        for i, draw in enumerate(pending):
+            if i % slots == slot and not self.ledger.is_finished(draw):
+                yield {"url": shard_of(draw), "__draw__": draw, "__taken__": self.ledger.taken_in(draw)}
 
 
 class TarSamples:
-    """Shards -> samples, with each sample tagged by the draw and worker its shard came from."""
+    """Shards -> samples, each tagged with its draw, its index in the shard and whether it is the
+    shard's last; samples the ledger already counts as taken are passed over."""
 
     def __init__(self, counter):
         self.counter = counter
 
     def __call__(self, src):
         for shard in src:
-            tags = {"__draw__": shard["__draw__"], "__worker__": shard["__worker__"]}
             samples = wds.tarfile_to_samples(handler=self.counter)(iter([shard]))
-            failures_before, index = self.counter.in_a_row, -1
+            failures_before, index, held = self.counter.in_a_row, -1, None
             for index, sample in enumerate(samples):
-                sample.update(tags, __index__=index)
-                yield sample
+                if held is not None:
+                    yield held
+                taken = index in shard["__taken__"]
+                held = None if taken else {**sample, "__draw__": shard["__draw__"], "__index__": index, "__last__": False}
+            if held is not None:
+                held["__last__"] = True  # one sample behind the reader, so that the last one is known
+                yield held
             if index < 0 and self.counter.in_a_row == failures_before:  # no sample and no error: an empty tar
                 self.counter(EmptyShard(f"{shard['url']}: a shard without samples"))
 
 
 class Shuffle:
-    """A shuffle buffer seeded per (seed, rank, worker): the same stream on every rerun."""
+    """A shuffle buffer seeded per (seed, epoch, rank, worker): the same stream on every rerun."""
 
-    def __init__(self, size, seed, worker_phase=0):
-        self.size, self.seed, self.worker_phase = size, seed, worker_phase
+    def __init__(self, size, seed, epoch=0, worker_phase=0):
+        self.size, self.seed, self.epoch, self.worker_phase = size, seed, epoch, worker_phase
 
     def __call__(self, src):
-        rank, _ = _rank_and_world()
+        rank, _ = rank_and_world()
         worker, _ = _worker(self.worker_phase)
-        rng = np.random.default_rng([self.seed, 2, rank, worker])
+        rng = np.random.default_rng([self.seed, 2, self.epoch, rank, worker])
         buffer = []
         for sample in src:
             if len(buffer) < self.size:
@@ -204,52 +224,50 @@ class Shuffle:
 
 
 class ClipMaker:
-    """The last stage: sample -> clip, with the skip count attached.
+    """The last stage: sample -> clip, with the skip count and the consumed positions attached.
 
     Each sample's random choices (frames, objects, augmentation) come from a generator seeded
-    by its position in the stream (epoch, rank, worker, shard draw, index in the shard), so a
-    restored stream draws exactly what the uninterrupted one would have.
+    by its place in the epoch (epoch, draw, index in the shard), so it is the same clip whichever
+    rank reads it, and a restored stream draws exactly what the uninterrupted one would have.
+    A clip carries `consumed`: its own (draw, index, last) and those of the samples skipped
+    since the previous clip, for the ledger.
     """
 
-    def __init__(self, cfg, data_cfg, counter, shard_draws):
+    def __init__(self, cfg, data_cfg, counter, epoch=0):
         self.cfg = ClipConfig(cfg.num_frames, cfg.max_num_objects, cfg.reverse_time_prob)
         self.kind = cfg.kind
         self.resolution = data_cfg.resolution
         self.augment = ClipAugment(data_cfg.resolution, data_cfg.augment)
-        self.seed = data_cfg.seed
+        self.seed, self.epoch = data_cfg.seed, epoch
         self.counter = counter
-        self.shard_draws = shard_draws  # for its epoch
 
     def __call__(self, src):
-        rank, _ = _rank_and_world()
         make = video_clip if self.kind == "video" else image_clip
+        passed = []
         for sample in src:
-            position = [self.seed, 1, self.shard_draws.epoch, rank, sample["__worker__"], sample["__draw__"], sample["__index__"]]
-            rng = np.random.default_rng(position)
+            position = (sample["__draw__"], sample["__index__"], sample["__last__"])
+            rng = np.random.default_rng([self.seed, 1, self.epoch, sample["__draw__"], sample["__index__"]])
             try:
                 clip = make(sample, self.cfg, self.augment, rng, self.resolution)
             except Exception as exc:  # any bad sample (SkipSample, malformed metadata, ...): skip, count
                 self.counter(exc)
+                passed.append(position)
                 continue
             clip["skipped"] = self.counter.take()
-            clip["draw"] = sample.get("__draw__", -1)
-            clip["worker"] = sample.get("__worker__", 0)
+            clip["consumed"], passed = passed + [position], []
             yield clip
 
 
-def clip_pipeline(cfg, data_cfg, start_draws=None, worker_phase=0, epoch=0):
-    """A `wds.DataPipeline` yielding batches (lists of clips) of `cfg.batch_size` for one dataset."""
+def clip_pipeline(cfg, data_cfg, epoch=0, layout=None, ledger=None, worker_phase=0):
+    """A `wds.DataPipeline` yielding batches (lists of clips) of `cfg.batch_size` for one dataset:
+    the samples of `epoch` that `ledger` does not hold, dealt to slots from `layout`."""
     urls = expand_shards(cfg.shards)
     counter = SkipCounter(cfg.name, cfg.shards, data_cfg.max_skipped_in_a_row)
-    draws = ShardDraws(urls, data_cfg.seed, data_cfg.resampled, start_draws, worker_phase)
-    draws.epoch = epoch
     stages = [
-        draws,
+        ShardDraws(urls, data_cfg.seed, data_cfg.resampled, epoch, layout, ledger, worker_phase),
         TarSamples(counter),
-        Shuffle(data_cfg.shuffle_buffer, data_cfg.seed, worker_phase) if data_cfg.shuffle_buffer > 1 else None,
-        ClipMaker(cfg, data_cfg, counter, draws),
+        Shuffle(data_cfg.shuffle_buffer, data_cfg.seed, epoch, worker_phase) if data_cfg.shuffle_buffer > 1 else None,
+        ClipMaker(cfg, data_cfg, counter, epoch),
         wds.batched(cfg.batch_size, collation_fn=list, partial=not data_cfg.resampled),
     ]
-    pipeline = wds.DataPipeline(*[s for s in stages if s is not None])
-    pipeline.shard_draws = draws
-    return pipeline
+    return wds.DataPipeline(*[s for s in stages if s is not None])

@@ -2,16 +2,22 @@
 
     <root>/step_00001000/engine/         model + optimizer + schedule (+ EMA), written by the
                                          engine (DCP shards, or DeepSpeed's own files)
-    <root>/step_00001000/trainer/rank_00003.pt   per rank: data-loader position, RNG states
-                                                 (tensors and plain values only: read with
+    <root>/step_00001000/trainer/rank_00003.pt   per rank: RNG states and the data position of
+                                                 the whole run (the same in every file); tensors
+                                                 and plain values only: read with
                                                  weights_only=True, see safe_load.py; prompts
-                                                 are seeded by the step, nothing to keep)
+                                                 are seeded by the step, nothing to keep
     <root>/step_00001000/meta.json       step, strategy, world size, W&B run id, config
     <root>/latest                        name of the newest complete checkpoint
 
 Every rank writes into `step_XXXXXXXX.tmp/`; after a barrier rank 0 adds meta.json and renames
 the folder, then rewrites `latest` (temp file + rename). A crash at any moment leaves either a
 complete checkpoint or a `.tmp` folder that resume ignores and the next save removes.
+
+A checkpoint resumes on any world size. On another one than it was written by, the engine
+reshards model and optimizer state, the data position (global, not per rank) is dealt to the
+new ranks, gradient accumulation is recomputed so that the global batch stays what it was
+(`resize_accumulation`), and the per-rank generators are derived anew from (seed, step, rank).
 """
 
 import json
@@ -48,6 +54,14 @@ def rng_state():
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def derive_rng_state(seed, step, rank):
+    """Seeds every per-rank generator from (seed, step, rank): for ranks that have no saved state."""
+    torch_seed, numpy_seed, python_seed = np.random.SeedSequence([seed, step, rank]).generate_state(3)
+    torch.manual_seed(int(torch_seed))  # and every CUDA device
+    np.random.seed(int(numpy_seed))
+    random.seed(int(python_seed))
 
 
 def set_rng_state(state):
@@ -127,19 +141,13 @@ class Checkpointer:
         return path
 
     def check_compatible(self, path, strategy):
-        """meta.json of `path` is readable and matches this run's strategy and world size."""
+        """meta.json of `path` is readable and matches this run's strategy."""
         meta = read_meta(path)
         if meta["strategy"] != strategy:
             raise CheckpointError(
                 f"{path} was written under train.strategy={meta['strategy']}, this run uses {strategy}: the engine "
                 f"states of the strategies differ. Set train.strategy={meta['strategy']}, or export the weights "
                 f"(python -m sam2_scale.train.export {path} OUT.pt) and start a new run with model.init_checkpoint=OUT.pt."
-            )
-        if meta["world_size"] != self.dist.world_size:
-            raise CheckpointError(
-                f"{path} was written by {meta['world_size']} ranks, this run has {self.dist.world_size}: the data-loader "
-                "positions are per rank. Start a new run from the weights instead (python -m sam2_scale.train.export, "
-                "then model.init_checkpoint=...)."
             )
         return meta
 
@@ -168,10 +176,34 @@ class Checkpointer:
         return final
 
     def load(self, path, engine):
-        """Restores the engine; returns (meta, this rank's trainer_state)."""
+        """Restores the engine; returns (meta, trainer_state). On another world size than the
+        checkpoint's the engine reshards, and trainer_state (rank 0's) holds no RNG state."""
         path = Path(path)
         meta = self.check_compatible(path, engine.name)
+        resharded = meta["world_size"] != self.dist.world_size
         # Read first: it is small, and a file that would run code stops the resume before the engine loads.
-        trainer_state = torch_load(path / "trainer" / f"rank_{self.dist.rank:05d}.pt")
-        engine.load(str(path / "engine"))
+        trainer_state = torch_load(path / "trainer" / f"rank_{0 if resharded else self.dist.rank:05d}.pt")
+        if resharded:
+            trainer_state.pop("rng")
+        engine.load(str(path / "engine"), resharded=resharded)
         return meta, trainer_state
+
+
+def resize_accumulation(meta, cfg, world_size):
+    """Gradient accumulation for a resume on `world_size` ranks from a checkpoint with `meta`:
+    the configured one on the same world size (or with train.allow_global_batch_change), else
+    the one that keeps (micro-batches per rank x ranks), the global batch, what it was."""
+    saved_world, saved_accum = meta["world_size"], meta.get("config", {}).get("train", {}).get("grad_accum_steps")
+    if saved_world == world_size or cfg.train.allow_global_batch_change:
+        return cfg.train.grad_accum_steps
+    if not isinstance(saved_accum, int):
+        raise CheckpointError("meta.json has no config.train.grad_accum_steps: the global batch cannot be kept")
+    micro_batches = saved_world * saved_accum
+    if micro_batches % world_size:
+        raise CheckpointError(
+            f"the checkpoint was written by {saved_world} ranks x {saved_accum} accumulation steps = {micro_batches} "
+            f"micro-batches per step, which {world_size} ranks cannot share evenly. Resume on a number of ranks that "
+            f"divides {micro_batches}, or set train.allow_global_batch_change=true to train on with "
+            f"{world_size} x train.grad_accum_steps micro-batches per step."
+        )
+    return micro_batches // world_size

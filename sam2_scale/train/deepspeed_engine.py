@@ -3,6 +3,11 @@ parameter groups and learning-rate schedule passed in as client objects.
 
 The trainer owns batch size, accumulation and clipping; the JSON owns ZeRO and communication
 settings. A JSON that sets what the trainer owns is refused rather than silently overridden.
+
+Checkpoints: DeepSpeed's own files (one per rank: fast, for a resume on the same world size)
+and beside them `elastic.pt`, the same state consolidated (fp32 master weights, AdamW moments
+and step per parameter name, schedule, EMA): a resume on another world size sets each
+parameter's ZeRO partitions from it through DeepSpeed's fragment API, whatever the stage.
 """
 
 import json
@@ -10,10 +15,20 @@ import math
 import os
 
 import deepspeed
-from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_grad
+import torch
+from deepspeed.utils import (
+    safe_get_full_fp32_param,
+    safe_get_full_grad,
+    safe_get_full_optimizer_state,
+    safe_set_full_fp32_param,
+    safe_set_full_optimizer_state,
+)
 
 from .engine import Engine, TrainingStep, make_optimizer
-from .safe_load import deepspeed_globals, weights_only_loads
+from .safe_load import deepspeed_globals, torch_load, weights_only_loads
+
+ELASTIC_FILE = "elastic.pt"
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 TRAINER_OWNED = {
     "train_batch_size": "data.datasets[].batch_size",
@@ -91,8 +106,18 @@ class DeepSpeedEngine(Engine):
         client_state = {"ema": {k: v.cpu() for k, v in self.ema_state_dict().items()}}
         parent, tag = os.path.split(os.path.abspath(folder))
         self.ds.save_checkpoint(parent, tag=tag, client_state=client_state, save_latest=False)
+        elastic = self.consolidated_state()  # collective
+        if self.dist.is_main:
+            elastic.update(
+                scheduler=self.scheduler.state_dict(),
+                ema=client_state["ema"],
+                counters={"global_steps": self.ds.global_steps, "global_samples": self.ds.global_samples},
+            )
+            torch.save(elastic, os.path.join(folder, ELASTIC_FILE))
 
-    def load(self, folder):
+    def load(self, folder, resharded=False):
+        if resharded:
+            return self._load_elastic(folder)
         parent, tag = os.path.split(os.path.abspath(folder))
         # DeepSpeed unpickles its files with weights_only=False: make every read inside weights-only.
         with weights_only_loads(folder, deepspeed_globals()):
@@ -103,6 +128,95 @@ class DeepSpeedEngine(Engine):
             raise RuntimeError(f"DeepSpeed found no checkpoint in {folder}")
         if self.ema is not None:
             self.ema.load_state_dict(client_state["ema"])
+
+    # --- the world-size-independent copy -----------------------------------------------------
+    def _plain_adam_state(self, param):
+        """Without ZeRO partitions (stage 0 in fp32) the client AdamW holds the module parameters."""
+        return getattr(self.optimizer, "optimizer", self.optimizer).state[param]
+
+    def _link_adam_state(self):
+        """Makes every parameter's view of its AdamW moments (DeepSpeed's fragment mapping) valid.
+        DeepSpeed links the views once, right after its first group's first update, when the
+        other groups have no moments yet: relinked here, after creating any missing moments
+        as AdamW would (zeros, step 0), so that the fragment API reaches all of them."""
+        base = getattr(self.optimizer, "optimizer", self.optimizer)
+        flats = [flat for group in base.param_groups for flat in group["params"]]
+        flats += getattr(self.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3's fp32 partitions
+        for flat in flats:
+            state = base.state[flat]
+            state.setdefault("step", torch.tensor(0.0))
+            for key in ADAM_MOMENTS:
+                state.setdefault(key, torch.zeros_like(flat, memory_format=torch.preserve_format))
+        if hasattr(self.optimizer, "_lazy_init_hp_params_optimizer_state"):  # ZeRO-1/2 and the bf16 optimizer
+            self.optimizer._hp_optimizer_states_linked = False
+            self.optimizer._lazy_init_hp_params_optimizer_state()
+
+    def consolidated_state(self):
+        """Collective: fp32 master weight and AdamW moments of every trainable parameter by name,
+        and the AdamW step; complete on every rank (rank 0 keeps it)."""
+        self._link_adam_state()
+        weights, moments = {}, {key: {} for key in ADAM_MOMENTS}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue  # frozen: rebuilt from the model's initialisation
+            full = safe_get_full_fp32_param(p)
+            weights[name] = (full if full is not None else p.detach()).float().cpu()
+            for key in ADAM_MOMENTS:
+                full = safe_get_full_optimizer_state(p, key)
+                moments[key][name] = (full if full is not None else self._plain_adam_state(p)[key]).float().cpu()
+        return {"weights": weights, **moments, "adam_step": self._adam_step()}
+
+    def _adam_states(self):
+        return getattr(self.optimizer, "optimizer", self.optimizer).state.values()
+
+    def _adam_step(self):
+        return max((float(state["step"]) for state in self._adam_states() if "step" in state), default=0.0)
+
+    def _set_zero3_partition(self, param, value, key=None):
+        """This rank's ZeRO-3 partition of `param`'s fp32 master (key None) or AdamW moment `key`.
+        DeepSpeed's own setter reads past the end of the value for the last rank's padded
+        partition when the size does not divide by the world size; the padding stays zero here."""
+        partition, _ = self.optimizer._get_fp32_opt_state_partition(param, release_swap_buffers=False, optim_state_key=key)
+        start = partition.numel() * self.optimizer._get_param_partition_rank(param)
+        piece = value.flatten()[start : start + partition.numel()]
+        partition[: piece.numel()].copy_(piece)
+
+    def _load_elastic(self, folder):
+        path = os.path.join(folder, ELASTIC_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: this DeepSpeed checkpoint can only be resumed on its own world size")
+        state = torch_load(path)
+        self._link_adam_state()
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if not p.requires_grad:
+                    continue
+                weight = state["weights"][name].to(self.dist.device)
+                if hasattr(p, "ds_id"):  # ZeRO-3
+                    for key in (None, *ADAM_MOMENTS):
+                        self._set_zero3_partition(p, weight if key is None else state[key][name], key)
+                elif hasattr(p, "_hp_mapping"):  # ZeRO-1/2 (or DeepSpeed's bf16 optimizer)
+                    safe_set_full_fp32_param(p, weight)
+                    for key in ADAM_MOMENTS:
+                        safe_set_full_optimizer_state(p, state[key][name].to(self.dist.device), key)
+                else:
+                    p.copy_(weight)
+                    for key in ADAM_MOMENTS:
+                        self._plain_adam_state(p)[key].copy_(state[key][name])
+            for adam_state in self._adam_states():
+                if "step" in adam_state:
+                    adam_state["step"] = torch.full_like(torch.as_tensor(adam_state["step"]), state["adam_step"])
+            # The module's (bf16 or partitioned) parameters follow from the fp32 masters just set.
+            if self.zero_stage == 3:
+                for sub_group in range(len(self.optimizer.fp16_groups)):
+                    self.optimizer._reassign_or_swap_out_partitioned_parameters(sub_group)
+            elif hasattr(self.optimizer, "update_lp_params"):
+                self.optimizer.update_lp_params()
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.ds.global_steps = state["counters"]["global_steps"]
+        self.ds.global_samples = state["counters"]["global_samples"]
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
     def full_state_dict(self, ema=False):
         state = {}

@@ -3,8 +3,11 @@
     engine.train_micro_batch(batch, micro_batch, is_last_micro)  -> losses (forward + backward)
     engine.step()                    -> total grad norm; the step is skipped if it is not finite
     engine.grad_norms()              -> grad norm per top-level module (call before step)
-    engine.save(folder) / load(folder)                  sharded, collective
+    engine.save(folder) / load(folder, resharded)       sharded, collective; resharded: the
+                                                        checkpoint has another world size
     engine.full_state_dict(ema=False)                   consolidated on rank 0, collective
+    engine.consolidated_state()                         fp32 weights, AdamW moments and step by
+                                                        parameter name, on rank 0, collective
     engine.optimizer_state_bytes()                      this rank's share
 
 `ddp.py`, `fsdp.py` and `deepspeed_engine.py` implement it; `build_engine` picks one.
@@ -18,7 +21,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn as nn
 from torch.distributed.checkpoint import DefaultLoadPlanner
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from ..model.attention import attention_kernels
 from ..model.compile import compile_regions
@@ -169,11 +172,22 @@ class Engine:
     def save(self, folder):
         save_dcp(self, folder)
 
-    def load(self, folder):
-        load_dcp(self, folder)
+    def load(self, folder, resharded=False):
+        load_dcp(self, folder)  # DCP reshards by itself: nothing differs on another world size
 
     def full_state_dict(self, ema=False):
         raise NotImplementedError
+
+    def consolidated_state(self):
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state, optim_state = get_state_dict(self.model, self.optimizer, options=options)
+        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        adam = optim_state.get("state", {})
+        state = {"weights": {n: model_state[n].float() for n in trainable if n in model_state}}
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key] = {n: adam[n][key].float() for n in trainable if key in adam.get(n, {})}
+        state["adam_step"] = max((float(s["step"]) for s in adam.values() if "step" in s), default=0.0)
+        return state
 
     def optimizer_state_bytes(self):
         """Bytes of optimizer state this rank holds (its shards only)."""

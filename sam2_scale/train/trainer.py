@@ -25,7 +25,16 @@ from ..data.mixing import MixedLoader
 from ..data.streams import NoClipsError, SkipCounter
 from ..eval import evaluate_videos, evaluate_vos, folder_videos, shard_videos
 from ..model import build_sam2, load_checkpoint
-from .checkpoint import Checkpointer, CheckpointError, atomic_write_text, rng_state, set_rng_state
+from .checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    atomic_write_text,
+    derive_rng_state,
+    read_meta,
+    resize_accumulation,
+    rng_state,
+    set_rng_state,
+)
 from .distributed import all_reduce_max, all_reduce_sum, cpu_has_native_bf16, init_distributed
 from .engine import build_engine
 from .flops import MicroBatchFlops
@@ -106,7 +115,6 @@ def train(cfg, resume="auto"):
     dist_info = init_distributed()
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world_size
     out = Path(cfg.train.out_dir)
-    accum, total_steps = cfg.train.grad_accum_steps, cfg.optim.total_steps
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     preemption = Preemption(cfg.train.preempt_grace_s)
@@ -117,9 +125,21 @@ def train(cfg, resume="auto"):
             log("warning: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 matmuls run far slower than fp32", dist_info)
 
     checkpointer = Checkpointer(cfg.checkpoint.dir or out / "checkpoints", cfg.checkpoint.keep, dist_info)
-    # Checked against this run (meta.json readable, same strategy and world size) before the model is built.
+    # Checked against this run (meta.json readable, same strategy, global batch) before the model is built.
     resume_from = checkpointer.resolve(resume, strategy=cfg.train.strategy)
+    if resume_from is not None:
+        saved = read_meta(resume_from)
+        resized = resize_accumulation(saved, cfg, world)
+        if saved["world_size"] != world:
+            log(
+                f"{resume_from} was written by {saved['world_size']} rank(s), this run has {world}: model and optimizer "
+                f"state are resharded, the data position is dealt to the new ranks; gradient accumulation "
+                f"{cfg.train.grad_accum_steps} -> {resized}",
+                dist_info,
+            )
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grad_accum_steps=resized))
 
+    accum, total_steps = cfg.train.grad_accum_steps, cfg.optim.total_steps
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg, device)
     torch.manual_seed(cfg.train.seed + 1 + rank)  # dropout and drop-path differ per rank
@@ -130,8 +150,11 @@ def train(cfg, resume="auto"):
     if resume_from is not None:
         meta, trainer_state = checkpointer.load(resume_from, engine)
         loader.load_state_dict(trainer_state["loader"])
-        set_rng_state(trainer_state["rng"])
         start_step, run_id = meta["step"], meta.get("wandb_run_id")
+        if "rng" in trainer_state:
+            set_rng_state(trainer_state["rng"])
+        else:  # another world size: no saved state for this rank
+            derive_rng_state(cfg.train.seed, start_step, rank)
         log(f"resumed from {resume_from} at step {start_step}", dist_info)
     sink = MetricsSink(cfg, out, dist_info.is_main, run_id=run_id)
     if dist_info.is_main:
@@ -273,10 +296,13 @@ class _Window:
         self.grad_norm = grad_norm
 
     def summary(self, engine, loader, device, world, peak):
-        """Collective: data wait mean / max and skipped samples are gathered from every rank."""
-        wait_sum, skipped = all_reduce_sum([self.data_wait, loader.skipped], device)
+        """Collective: losses, data wait mean / max and skipped samples are gathered from every rank."""
+        keys = list(self.losses)
+        wait_sum, skipped, micro_batches, *loss_sums = all_reduce_sum(
+            [self.data_wait, loader.skipped, self.micro_batches] + [float(self.losses[k]) for k in keys], device
+        )
         (wait_max,) = all_reduce_max([self.data_wait], device)
-        m = {f"loss/{k}": float(v) / self.micro_batches for k, v in self.losses.items()}
+        m = {f"loss/{k}": v / micro_batches for k, v in zip(keys, loss_sums)}  # the mean over every rank's micro-batches
         for group in engine.optimizer.param_groups:
             key = f"lr/{group.get('lr_group', 'base')}"
             m[key] = max(m.get(key, 0.0), group["lr"])
