@@ -11,7 +11,7 @@ REFERENCE_SPEC ?= sam2==1.1.0
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+
+# The edit-test loop: units, config, model parts and equivalence at the tiny size (under 3 min
+# on 2 cores). `make test` adds the tests marked slow: real training runs, clusters, the demo.
+test-fast: $(STAMP)
+	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep

@@ -127,6 +127,8 @@ def _convert(value, tp, where):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
         if args and args[-1] is not Ellipsis:
             items = [_convert(v, args[0] if len(args) == 1 else args[i], f"{where}[{i}]") for i, v in enumerate(value)]
         else:
@@ -145,14 +147,29 @@ def _build(cls, data, where):
     return cls(**kwargs)
 
 
+def _list_index(node, key, dotted):
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"override {dotted}: {key!r} is not an index of a list of {len(node)} item(s)")
+    return int(key)
+
+
 def _set_dotted(data, dotted, value):
+    """`a.b.c=v`; a number picks a list item (`data.datasets.0.num_frames=8`)."""
     keys = dotted.split(".")
     node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {key} is not a section")
-    node[keys[-1]] = value
+    for key, following in zip(keys[:-1], keys[1:]):
+        if isinstance(node, list):
+            node = node[_list_index(node, key, dotted)]
+        elif following.isdigit() and not isinstance(node.get(key), list):
+            raise ConfigError(f"override {dotted}: the config file lists no {key} to pick item {following} from")
+        else:
+            node = node.setdefault(key, {})
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"override {dotted}: {key} is not a section or a list")
+    if isinstance(node, list):
+        node[_list_index(node, keys[-1], dotted)] = value
+    else:
+        node[keys[-1]] = value
 
 
 # String options with a fixed set of values: (section, key) -> allowed values.
@@ -273,12 +290,12 @@ def load_config(path=None, overrides=(), schema=Config):
                 raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
     try:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected key.sub=value")
+            key, raw = item.split("=", 1)
+            _set_dotted(data, key.strip(), yaml.safe_load(raw))
         cfg = _build(schema, data, "")
         _check_choices(cfg)
         if schema is Config:

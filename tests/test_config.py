@@ -111,6 +111,9 @@ def datasets(*replacements):
         ([datasets(("video", "image"))], r"\(sav\)\.num_frames: an image dataset gives 1-frame clips, got 8"),
         ([datasets(("batch_size: 1", "batch_size: 0"))], r"\(sav\)\.batch_size: must be >= 1"),
         ([f"data.datasets=[{DATASET}, {DATASET}]"], r"data\.datasets\[0\]\.name: must be a unique"),
+        (["optim.betas=[1, 2, 3, x]"], r"optim\.betas: expected 2 values, got 4"),
+        (["optim.betas=[0.9, x]"], r"optim\.betas\[1\]: expected a number, got 'x'"),
+        (["data.datasets.0.num_frames=4"], r"override data\.datasets\.0\.num_frames: the config file lists no datasets"),
     ],
 )
 def test_values_that_cannot_work_are_refused_naming_the_key(overrides, message):
@@ -124,3 +127,45 @@ def test_values_that_cannot_work_are_refused_naming_the_key(overrides, message):
 def test_a_valid_config_still_loads_with_matching_sizes():
     cfg = load_config(None, ["model.image_size=256", "data.resolution=256", datasets(), "checkpoint.every=0"])
     assert cfg.model.image_size == cfg.data.resolution == 256 and cfg.checkpoint.every == 0
+
+
+def test_list_items_can_be_overridden_by_index():
+    path = CONFIGS[0].parent / "sav_sa1b_full.yaml"
+    cfg = load_config(path, ["data.datasets.0.num_frames=4", "data.datasets.1.weight=0.5", "optim.betas=[0.8, 0.95]"])
+    (sav, sa1b), default = cfg.data.datasets, load_config(path).data.datasets
+    assert (sav.num_frames, sa1b.weight, cfg.optim.betas) == (4, 0.5, (0.8, 0.95))
+    assert (sav.weight, sa1b.num_frames) == (default[0].weight, default[1].num_frames)
+    with pytest.raises(ConfigError, match=r"override data\.datasets\.2\.weight: '2' is not an index of a list of 2 item"):
+        load_config(path, ["data.datasets.2.weight=1"])
+
+
+def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = CONFIGS[0].parents[1]
+    args = [
+        "--config",
+        "configs/sav_sa1b_full.yaml",
+        "--print-config",
+        "data.datasets.1.batch_size=2",
+        f"train.out_dir={tmp_path}/run",
+    ]
+    result = subprocess.run([sys.executable, "-m", "sam2_scale.train", *args], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["data"]["datasets"][1]["batch_size"] == 2 and printed["train"]["strategy"] == "deepspeed"
+    assert (
+        load_config(root / "configs/sav_sa1b_full.yaml", ["data.datasets.1.batch_size=2"]).optim.total_steps
+        == printed["optim"]["total_steps"]
+    )
+    assert not (tmp_path / "run").exists(), "nothing was started"
+    bad = subprocess.run(
+        [sys.executable, "-m", "sam2_scale.train", "--print-config", "train.log_every=0"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "train.log_every: must be >= 1, got 0" in bad.stderr

@@ -195,6 +195,7 @@ def port():
     return free_port()
 
 
+@pytest.mark.slow
 def test_two_ranks_two_workers_get_equal_batches(shards, tmp_path, port):
     mp.spawn(_rank_main, args=(2, port, str(shards), str(tmp_path), True), nprocs=2, join=True)
     rank0, rank1 = torch.load(tmp_path / "gathered.pt")
@@ -203,6 +204,7 @@ def test_two_ranks_two_workers_get_equal_batches(shards, tmp_path, port):
     assert rank0 == rank1
 
 
+@pytest.mark.slow
 def test_non_resampled_mode_sees_every_sample_once(shards, tmp_path, port):
     mp.spawn(_rank_main, args=(2, port, str(shards), str(tmp_path), False), nprocs=2, join=True)
     rank0, rank1 = torch.load(tmp_path / "gathered.pt")
@@ -275,6 +277,7 @@ def _epoch_rank(rank, world, port, cfg, phase, state_file, out_file, batches):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worlds", [(2, 3), (2, 1)])
 def test_another_world_size_continues_an_epoch_without_repeats_or_gaps(worlds, tmp_path, port):
     """Shards of three samples, each read once (an epoch-based stream): 2 ranks stop with shards

@@ -2,11 +2,15 @@
 
 import json
 
+import pytest
 import torch
 
 from sam2_scale import demo
 from sam2_scale.config import load_config
 from sam2_scale.model import build_sam2, load_checkpoint
+
+# Real training runs, clusters or the whole demo: the full tier only (`make test`).
+pytestmark = pytest.mark.slow
 
 
 def test_shortened_demo_runs_end_to_end(tmp_path, capsys):

@@ -49,6 +49,7 @@ def read_labels(folder):
     return [np.array(Image.open(p)) for p in sorted(folder.glob("*.png"))]
 
 
+@pytest.mark.slow
 def test_folder_and_shards_score_the_same_and_the_written_pngs_agree(data, tmp_path):
     pred_dir = tmp_path / "pred"
     folder = run_eval(data, tmp_path / "f.json", "--data", str(data / "raw/davis"), "--protocol", "davis",
@@ -74,6 +75,7 @@ def test_folder_and_shards_score_the_same_and_the_written_pngs_agree(data, tmp_p
             assert got[obj] == pytest.approx(expected[obj], rel=1e-6)  # J and F per frame in float32
 
 
+@pytest.mark.slow
 def test_sav_layout_writes_one_png_per_object_and_matches_the_palette_folder(data, tmp_path):
     per_object = run_eval(data, tmp_path / "p.json", "--data", str(data / "raw/davis_per_object"), "--protocol", "sav",
                           "--write-masks", str(tmp_path / "pred"))  # fmt: skip
@@ -108,6 +110,7 @@ def test_two_ranks_give_the_numbers_of_one(data, tmp_path):
     assert two["objects"] == single["objects"] and two["J&F"] == single["J&F"] and two["num_videos"] == 2
 
 
+@pytest.mark.slow
 def test_unreadable_videos_are_skipped_and_counted_and_bad_paths_named(data, tmp_path):
     root = tmp_path / "broken"
     shutil.copytree(data / "raw/davis", root)

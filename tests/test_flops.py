@@ -30,6 +30,7 @@ def test_cost_is_per_clip_plus_per_object():
     assert two_clips == pytest.approx(2 * per_clip + 3 * per_object, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_scenarios_cost_differently_and_the_estimate_averages_them():
     est = estimator()
     points, mask = (est.forward_backward(s, 3, 64, 64, [2])[0] for s in (POINTS, MASK))
@@ -47,6 +48,7 @@ def test_scenarios_cost_differently_and_the_estimate_averages_them():
     assert model_flops == pytest.approx(np.mean(counts), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_recomputation_counts_as_hardware_not_model_flops():
     plain = estimator()
     ckpt = estimator("model.activation_checkpointing=[hiera,memory_attention,heads]")

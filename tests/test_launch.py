@@ -12,6 +12,9 @@ import pytest
 from local_slurm import ClusterUnavailable, sbatch_wait, start_cluster, stop_cluster
 from tiny_run import write_config
 
+# Real training runs, clusters or the whole demo: the full tier only (`make test`).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # Command-line options override the scripts' #SBATCH lines: a GPU job shrunk to this machine.
 SHRUNK = ["-p", "debug", "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-per-node=0", "--mem=0", "--time=00:20:00"]

@@ -21,6 +21,7 @@ def test_forward_image_shapes(tiny256):
     assert out["vision_features"] is out["backbone_fpn"][-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_size", [512, 384])
 def test_other_image_sizes(image_size):
     model = build_sam2("tiny", image_size=image_size).eval()
@@ -78,6 +79,7 @@ def _loss_and_grads(model, frames, gt):
     return [o["pred_masks_high_res"].detach() for o in outs], grads
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_identical_outputs_and_grads():
     torch.manual_seed(0)
     model = build_sam2("tiny", image_size=256, drop_path_rate=0.1).train()
@@ -108,6 +110,7 @@ def _saved_activation_bytes(model, frames, gt):
     return total[0], outs
 
 
+@pytest.mark.slow
 def test_checkpointing_recomputes_blocks_and_saves_activation_memory():
     torch.manual_seed(0)
     model = build_sam2("tiny", image_size=256).train()
@@ -128,6 +131,7 @@ def test_checkpointing_recomputes_blocks_and_saves_activation_memory():
     assert ckpt_bytes < 0.5 * plain_bytes
 
 
+@pytest.mark.slow
 def test_bf16_autocast_forward_and_backward():
     # 128 px keeps this quick: bf16 convolutions are slow on CPUs without native bf16.
     torch.manual_seed(0)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sam2_scale.config import load_config
 
 ROOT = Path(__file__).parents[1]
@@ -17,6 +19,7 @@ def python_block_after(heading):
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_objective_example_runs(monkeypatch):
     monkeypatch.chdir(ROOT)
     namespace = {}

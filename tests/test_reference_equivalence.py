@@ -49,7 +49,8 @@ def twin_models(size, image_size, seed=0, **options):
     return ours, meta
 
 
-@pytest.mark.parametrize("size", list(META_CONFIGS))
+# The tiny size in the fast tier; the others, minutes each, in the full one.
+@pytest.mark.parametrize("size", [s if s == "tiny" else pytest.param(s, marks=pytest.mark.slow) for s in META_CONFIGS])
 def test_forward_image_and_tracking_match_reference(size):
     ours, meta = twin_models(size, 256)
     ours.eval(), meta.eval()
@@ -66,6 +67,7 @@ def test_forward_image_and_tracking_match_reference(size):
             assert_same_outputs(a, b, f"{size} step {i}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_long_clip_tracking_matches_reference(mode):
     """18 frames: more than the 16 object pointers and 7 memories the model attends to.
@@ -84,6 +86,7 @@ def test_long_clip_tracking_matches_reference(mode):
         assert_same_outputs(a, b, f"step {i}")
 
 
+@pytest.mark.slow
 def test_gradients_match_reference():
     ours, meta = twin_models("tiny", 256, seed=2)
     ours.train(), meta.train()
@@ -100,6 +103,7 @@ def test_gradients_match_reference():
     assert_same_gradients(grads[0], grads[1])
 
 
+@pytest.mark.slow
 def test_inference_options_match_reference():
     options = {
         "max_cond_frames_in_attn": 2,

@@ -23,6 +23,9 @@ from sam2_scale.data.mixing import MixedLoader
 from sam2_scale.data.streams import DataConfig, DatasetConfig, NoClipsError
 from sam2_scale.train.preemption import EXIT_NONFINITE, EXIT_PREEMPTED
 
+# Real training runs, clusters or the whole demo: the full tier only (`make test`).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_BUILT = "parameters), strategy"  # the trainer's first line after the model and engine exist
 
@@ -271,7 +274,6 @@ def torchrun(tmp_path, config, log_name, *args, wrapper=True, new_session=False)
     )
 
 
-@pytest.mark.slow
 def test_stop_signal_to_torchrun_or_its_group_reaches_the_ranks_and_torchrun_exits_75(training_shards, tmp_path):
     """torchrun used to die of SIGUSR1 and leave both ranks training without a checkpoint, and it
     exited 1 where the ranks exited 75: a job script's requeue logic never saw 75."""
@@ -301,7 +303,6 @@ def test_stop_signal_to_torchrun_or_its_group_reaches_the_ranks_and_torchrun_exi
         kill_leftovers(config)
 
 
-@pytest.mark.slow
 def test_torchrun_exits_with_the_ranks_nonfinite_status(training_shards, tmp_path):
     config = write_config(
         tmp_path / "c.yaml",
@@ -320,7 +321,6 @@ def test_torchrun_exits_with_the_ranks_nonfinite_status(training_shards, tmp_pat
     assert "non-finite steps in a row" in log
 
 
-@pytest.mark.slow
 def test_ranks_of_a_killed_plain_torchrun_checkpoint_and_stop(training_shards, tmp_path):
     """Plain torchrun still dies of SIGUSR1 (it does not handle it); its ranks, in sessions of their
     own, no longer train on unsupervised: they checkpoint and stop."""
@@ -399,7 +399,6 @@ def attempt_resume_and_export(tmp_path, config, good, relative, marker_name):
     return bad, marker, resumed, exported
 
 
-@pytest.mark.slow
 def test_deepspeed_checkpoint_files_that_would_run_code_are_refused(training_shards, tmp_path):
     config, good = trained_checkpoint(training_shards, tmp_path, "deepspeed")
     assert_planting_runs_code("mp_rank_00_model_states.pt", tmp_path)
@@ -425,7 +424,6 @@ def test_deepspeed_checkpoint_files_that_would_run_code_are_refused(training_sha
     assert not marker.exists()
 
 
-@pytest.mark.slow
 def test_dcp_checkpoint_files_that_would_run_code_are_refused(training_shards, tmp_path):
     config, good = trained_checkpoint(training_shards, tmp_path, "ddp")
     resumed = train(tmp_path, config, "--resume", str(good), "optim.total_steps=3")

@@ -23,6 +23,9 @@ from sam2_scale.train.checkpoint import Checkpointer
 from sam2_scale.train.distributed import DistInfo
 from sam2_scale.train.preemption import EXIT_HUNG, EXIT_NONFINITE, EXIT_PREEMPTED
 
+# Real training runs, clusters or the whole demo: the full tier only (`make test`).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -149,7 +152,8 @@ def test_train_preempt_kill_resume_is_bitwise_exact(strategy, training_shards, t
     wait_for(lambda: latest_step(out) > preempted_at, procs)
     os.killpg(procs[0].pid, signal.SIGKILL)
     codes, logs = wait(procs, tmp_path, "b")
-    assert codes == [-signal.SIGKILL] * 2 or latest_step(out) == 8, logs
+    assert codes == [-signal.SIGKILL] * 2, f"the kill did not land mid-run (exit codes {codes})\n{logs}"
+    assert latest_step(out) < 8
 
     codes, logs = wait(launch(config, tmp_path, args=["--resume", "auto"], log_name="c"), tmp_path, "c")
     assert codes == [0, 0], logs

@@ -81,6 +81,7 @@ def test_frozen_modules_get_no_gradient_and_no_optimizer_state():
     assert any(p.grad is not None for n, p in model.named_parameters() if n.startswith("sam_mask_decoder."))
 
 
+@pytest.mark.slow
 def test_loss_decreases_over_30_steps_on_a_fixed_clip():
     torch.manual_seed(0)
     model = build_sam2("tiny", image_size=128, drop_path_rate=0.0).train()
@@ -177,6 +178,7 @@ def test_prompt_config_values_are_the_reference_ones(reference_hparams):
     assert (lc.focal_alpha, lc.focal_gamma) == (loss["focal_alpha"], loss["focal_gamma"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regions", [["heads", "memory_encoder"], ["hiera", "memory_attention"]])
 def test_checkpointed_regions_give_identical_loss_and_grads(regions):
     torch.manual_seed(0)
@@ -199,6 +201,7 @@ def test_checkpointed_regions_give_identical_loss_and_grads(regions):
         torch.testing.assert_close(results[1][1][name], grad, msg=name)
 
 
+@pytest.mark.slow
 def test_batched_clips_equal_clips_one_by_one():
     """Two clips in one unroll give each clip's outputs and, summed, its gradients, as when the
     clips run alone under the same prompts (per-clip pixel noise)."""

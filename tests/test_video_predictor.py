@@ -13,6 +13,9 @@ from sam2_scale.eval.predictor import NO_OBJECT_SCORE, VideoPredictor
 from sam2_scale.eval.videos import folder_videos
 from sam2_scale.model import build_sam2
 
+# Real training runs, clusters or the whole demo: the full tier only (`make test`).
+pytestmark = pytest.mark.slow
+
 IMAGE_SIZE = 64
 HEIGHT, WIDTH, FRAMES = 36, 52, 9
 

@@ -41,7 +41,17 @@ def _propagate(model, frames, first_masks):
         feats = [x.expand(-1, num_objects, -1) for x in feats]
         pos = [x.expand(-1, num_objects, -1) for x in pos]
         prompt = first_masks[:, None] if t == 0 else None
-        out = model.track_step(t, t == 0, feats, pos, sizes, None, prompt, output_dict, num_frames)
+        out = model.track_step(
+            t,
+            is_init_cond_frame=t == 0,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=None,
+            mask_inputs=prompt,
+            output_dict=output_dict,
+            num_frames=num_frames,
+        )
         output_dict["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = out
         logits.append(out["pred_masks_high_res"][:, 0].float())
     return torch.stack(logits)

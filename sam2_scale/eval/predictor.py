@@ -137,7 +137,16 @@ class VideoPredictor:
         pos = [x.expand(-1, n, -1) for x in pos]
         if i == group.start:
             out = model.track_step(
-                i, True, feats, pos, sizes, None, group.prompt_masks, group.memory, num_frames, run_mem_encoder=False
+                i,
+                is_init_cond_frame=True,
+                current_vision_feats=feats,
+                current_vision_pos_embeds=pos,
+                feat_sizes=sizes,
+                point_inputs=None,
+                mask_inputs=group.prompt_masks,
+                output_dict=group.memory,
+                num_frames=num_frames,
+                run_mem_encoder=False,
             )
             # Memory of the prompt frame from the upsampled low-res output, counted as a user input.
             high_res = F.interpolate(out["pred_masks"], size=(model.image_size,) * 2, mode="bilinear", align_corners=False)
@@ -147,7 +156,18 @@ class VideoPredictor:
             group.prompt_masks = None
             key = "cond_frame_outputs"
         else:
-            out = model.track_step(i, False, feats, pos, sizes, None, None, group.memory, num_frames, run_mem_encoder=True)
+            out = model.track_step(
+                i,
+                is_init_cond_frame=False,
+                current_vision_feats=feats,
+                current_vision_pos_embeds=pos,
+                feat_sizes=sizes,
+                point_inputs=None,
+                mask_inputs=None,
+                output_dict=group.memory,
+                num_frames=num_frames,
+                run_mem_encoder=True,
+            )
             key = "non_cond_frame_outputs"
             group.memory[key].pop(i - self._history, None)
         group.memory[key][i] = {

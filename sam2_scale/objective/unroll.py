@@ -44,14 +44,14 @@ def unroll_clip(model, batch, scenario, noise, cfg=None):
         point_inputs, mask_inputs = _initial_prompt(scenario.prompt_kind.get(t), gt, cfg, noise)
         current_out, sam_outputs, high_res_features, pix_feat_with_mem = model._track_step(
             t,
-            is_init_cond_frame,
-            feats,
-            pos,
-            feat_sizes,
-            point_inputs,
-            mask_inputs,
-            output_dict,
-            num_frames,
+            is_init_cond_frame=is_init_cond_frame,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=feat_sizes,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            output_dict=output_dict,
+            num_frames=num_frames,
             track_in_reverse=False,
             prev_sam_mask_logits=None,
         )
@@ -116,5 +116,11 @@ def _correction_step(model, is_init_cond_frame, previous, gt, pix_feat_with_mem,
     # The heads re-run on the same memory-conditioned features; the previous low-res logits
     # are the mask prompt (not detached).
     multimask = model._use_multimask(is_init_cond_frame, point_inputs)
-    outputs = model._forward_sam_heads(pix_feat_with_mem, point_inputs, sam_outputs.low_res_masks, high_res_features, multimask)
+    outputs = model._forward_sam_heads(
+        pix_feat_with_mem,
+        point_inputs=point_inputs,
+        mask_inputs=sam_outputs.low_res_masks,
+        high_res_features=high_res_features,
+        multimask_output=multimask,
+    )
     return point_inputs, outputs

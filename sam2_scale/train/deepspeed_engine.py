@@ -130,20 +130,20 @@ class DeepSpeedEngine(Engine):
             self.ema.load_state_dict(client_state["ema"])
 
     # --- the world-size-independent copy -----------------------------------------------------
-    def _plain_adam_state(self, param):
-        """Without ZeRO partitions (stage 0 in fp32) the client AdamW holds the module parameters."""
-        return getattr(self.optimizer, "optimizer", self.optimizer).state[param]
+    @property
+    def _adam(self):
+        """The client AdamW: over ZeRO's flat fp32 partitions, or (stage 0 in fp32) the module's parameters."""
+        return getattr(self.optimizer, "optimizer", self.optimizer)
 
     def _link_adam_state(self):
         """Makes every parameter's view of its AdamW moments (DeepSpeed's fragment mapping) valid.
         DeepSpeed links the views once, right after its first group's first update, when the
         other groups have no moments yet: relinked here, after creating any missing moments
         as AdamW would (zeros, step 0), so that the fragment API reaches all of them."""
-        base = getattr(self.optimizer, "optimizer", self.optimizer)
-        flats = [flat for group in base.param_groups for flat in group["params"]]
+        flats = [flat for group in self._adam.param_groups for flat in group["params"]]
         flats += getattr(self.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3's fp32 partitions
         for flat in flats:
-            state = base.state[flat]
+            state = self._adam.state[flat]
             state.setdefault("step", torch.tensor(0.0))
             for key in ADAM_MOMENTS:
                 state.setdefault(key, torch.zeros_like(flat, memory_format=torch.preserve_format))
@@ -163,14 +163,11 @@ class DeepSpeedEngine(Engine):
             weights[name] = (full if full is not None else p.detach()).float().cpu()
             for key in ADAM_MOMENTS:
                 full = safe_get_full_optimizer_state(p, key)
-                moments[key][name] = (full if full is not None else self._plain_adam_state(p)[key]).float().cpu()
+                moments[key][name] = (full if full is not None else self._adam.state[p][key]).float().cpu()
         return {"weights": weights, **moments, "adam_step": self._adam_step()}
 
-    def _adam_states(self):
-        return getattr(self.optimizer, "optimizer", self.optimizer).state.values()
-
     def _adam_step(self):
-        return max((float(state["step"]) for state in self._adam_states() if "step" in state), default=0.0)
+        return max((float(state["step"]) for state in self._adam.state.values() if "step" in state), default=0.0)
 
     def _set_zero3_partition(self, param, value, key=None):
         """This rank's ZeRO-3 partition of `param`'s fp32 master (key None) or AdamW moment `key`.
@@ -202,8 +199,8 @@ class DeepSpeedEngine(Engine):
                 else:
                     p.copy_(weight)
                     for key in ADAM_MOMENTS:
-                        self._plain_adam_state(p)[key].copy_(state[key][name])
-            for adam_state in self._adam_states():
+                        self._adam.state[p][key].copy_(state[key][name])
+            for adam_state in self._adam.state.values():
                 if "step" in adam_state:
                     adam_state["step"] = torch.full_like(torch.as_tensor(adam_state["step"]), state["adam_step"])
             # The module's (bf16 or partitioned) parameters follow from the fp32 masters just set.

@@ -179,6 +179,9 @@ class Engine:
         raise NotImplementedError
 
     def consolidated_state(self):
+        """Collective: fp32 weights, AdamW moments and step of every trainable parameter by name,
+        complete on rank 0. DeepSpeed checkpoints it for resumes on another world size; under
+        ddp and fsdp DCP reshards by itself and this is only a view to compare."""
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_state, optim_state = get_state_dict(self.model, self.optimizer, options=options)
         trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]

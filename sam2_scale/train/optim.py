@@ -25,7 +25,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.1  # cosine ends at start * ratio (5e-6 -> 5e-7 in the reference)
     weight_decay: float = 0.1
     layer_decay: float = 0.9
-    betas: tuple = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     schedule: str = "cosine"  # cosine | constant | rsqrt
     warmup_steps: int = 0

@@ -149,7 +149,10 @@ def train(cfg, resume="auto"):
     start_step, run_id = 0, None
     if resume_from is not None:
         meta, trainer_state = checkpointer.load(resume_from, engine)
-        loader.load_state_dict(trainer_state["loader"])
+        try:
+            loader.load_state_dict(trainer_state["loader"])
+        except ValueError as exc:  # a data position this run's data config cannot continue
+            raise CheckpointError(f"{resume_from}: {exc}") from None
         start_step, run_id = meta["step"], meta.get("wandb_run_id")
         if "rng" in trainer_state:
             set_rng_state(trainer_state["rng"])
@@ -348,10 +351,21 @@ def main(argv=None):
         help="auto: continue from the newest complete checkpoint of the run if there is one (default); "
         "none: start fresh; or a checkpoint folder",
     )
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.strategy=fsdp optim.base_lr=1e-4")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved, validated config as YAML and exit without training"
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="key.sub=value overrides, e.g. train.strategy=fsdp optim.base_lr=1e-4; a number picks a list item: "
+        "data.datasets.0.batch_size=2",
+    )
     args = parser.parse_intermixed_args(argv)  # overrides may come before and after --resume
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+            return
         if not cfg.data.datasets:
             parser.error("the config has no data.datasets")
         code = train(cfg, resume=args.resume)
