@@ -48,7 +48,7 @@ def worker(rank, world, port, size, folder, phase, result_file):
     from sam2_scale.config import load_config
     from sam2_scale.model import build_sam2
     from sam2_scale.train.distributed import init_distributed
-    from sam2_scale.train.engine import build_engine
+    from sam2_scale.train.strategies import build_engine
 
     info = init_distributed()
     overrides = ["train.strategy=deepspeed", "train.precision=fp32", f"train.deepspeed_config={ROOT / 'ds_configs/zero2.json'}"]

@@ -201,9 +201,9 @@ def phase_ours(args, device, deadline):
 
     from sam2_scale.model import build_sam2
     from sam2_scale.train.distributed import init_distributed
-    from sam2_scale.train.engine import build_engine
     from sam2_scale.train.flops import MicroBatchFlops
     from sam2_scale.train.metrics import peak_flops
+    from sam2_scale.train.strategies import build_engine
 
     info = init_distributed()
     peak = peak_flops(device, args.peak_tflops)
@@ -278,7 +278,7 @@ def phase_profile(args, device, deadline):
 
     from sam2_scale.model import build_sam2
     from sam2_scale.train.distributed import init_distributed
-    from sam2_scale.train.engine import build_engine
+    from sam2_scale.train.strategies import build_engine
 
     info = init_distributed()
     s = setting(args, args.sizes[0])

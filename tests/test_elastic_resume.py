@@ -22,7 +22,7 @@ def _engine_worker(rank, world, port, strategy, folder, result_file, train, zero
     torch.set_num_threads(1)
     from sam2_scale.model import build_sam2
     from sam2_scale.train.distributed import init_distributed
-    from sam2_scale.train.engine import build_engine
+    from sam2_scale.train.strategies import build_engine
 
     info = init_distributed()
     cfg = load_config(

@@ -185,7 +185,7 @@ def _two_clips(a, b):
 
 
 def _one_step(strategy, info, batches, precision="fp32"):
-    from sam2_scale.train.engine import build_engine
+    from sam2_scale.train.strategies import build_engine
 
     cfg = load_config(
         None,

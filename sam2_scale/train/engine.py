@@ -10,7 +10,7 @@
                                                         parameter name, on rank 0, collective
     engine.optimizer_state_bytes()                      this rank's share
 
-`ddp.py`, `fsdp.py` and `deepspeed_engine.py` implement it; `build_engine` picks one.
+`ddp.py`, `fsdp.py` and `deepspeed_engine.py` implement it; `strategies.build_engine` picks one.
 """
 
 import math
@@ -228,25 +228,6 @@ def make_optimizer(model, cfg):
 
 def autocast_dtype(cfg):
     return torch.bfloat16 if cfg.train.precision == "bf16" else None
-
-
-def build_engine(model, cfg, dist_info):
-    """Wrap `model` (a SAM2Base on its device, weights initialised) for `cfg.train.strategy`."""
-    prepare_model(model, cfg)
-    strategy = cfg.train.strategy
-    if strategy == "ddp":
-        from .ddp import DDPEngine
-
-        return DDPEngine(model, cfg, dist_info)
-    if strategy == "fsdp":
-        from .fsdp import FSDPEngine
-
-        return FSDPEngine(model, cfg, dist_info)
-    if strategy == "deepspeed":
-        from .deepspeed_engine import DeepSpeedEngine
-
-        return DeepSpeedEngine(model, cfg, dist_info)
-    raise ValueError(f"unknown train.strategy {strategy!r} (ddp, deepspeed, fsdp)")
 
 
 def _dcp_state(engine):

@@ -167,27 +167,3 @@ class LRScheduler:
     def load_state_dict(self, state):
         self.step_count = int(state["step_count"])
         self._apply()
-
-
-def main(argv=None):
-    """Print every parameter's lr group, lr multiplier, weight decay and trainability."""
-    import argparse
-
-    from sam2_scale.config import load_config
-    from sam2_scale.model import build_sam2
-
-    parser = argparse.ArgumentParser(prog="python -m sam2_scale.train.optim", description=main.__doc__)
-    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. model.size=large")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    model = build_sam2(cfg.model.size, image_size=cfg.model.image_size, device="meta")
-    rules = param_rules(model, cfg.optim)
-    print(format_param_rules(rules))
-    groups = {(r.lr_group, r.lr_scale, r.weight_decay) for r in rules if r.trainable}
-    frozen = sum(not r.trainable for r in rules)
-    print(f"\n{len(rules)} parameter tensors, {len(groups)} optimizer groups, {frozen} frozen")
-
-
-if __name__ == "__main__":
-    main()

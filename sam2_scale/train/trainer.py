@@ -36,11 +36,11 @@ from .checkpoint import (
     set_rng_state,
 )
 from .distributed import all_reduce_max, all_reduce_sum, cpu_has_native_bf16, init_distributed
-from .engine import build_engine
 from .flops import MicroBatchFlops
 from .metrics import MetricsSink, format_line, peak_flops, peak_memory_bytes
 from .preemption import EXIT_NONFINITE, EXIT_PREEMPTED, Preemption
 from .safe_load import UnsafeCheckpointError
+from .strategies import build_engine
 
 
 def log(message, dist_info):

@@ -1,0 +1,75 @@
+"""The package's imports flow one way: no cycles (counting imports inside functions), and the
+lower layers (model, data, prep, objective) import nothing from the layers that use them."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parents[1] / "sam2_scale"
+# A layer may import from the layers before it, never from those after it.
+LAYERS = ["model", "data", "prep", "objective", "eval", "train"]
+# Known exceptions, each a debt: the evaluation CLI reads training checkpoints through export.
+ALLOWED_UPWARD = {("sam2_scale.eval.__main__", "sam2_scale.train.export")}
+
+
+def module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports():
+    """module -> the sam2_scale modules it imports, at module level or inside functions."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                candidates = [f"{target}.{alias.name}" for alias in node.names] + [target]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            for candidate in candidates:
+                while candidate and candidate not in modules and "." in candidate:
+                    candidate = candidate.rsplit(".", 1)[0]
+                if candidate in modules and candidate != name:
+                    targets.add(candidate)
+                    break
+        graph[name] = targets
+    return graph
+
+
+def layer(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else None
+
+
+def test_no_import_cycles():
+    graph = imports()
+    cycles = []
+
+    def visit(module, path):
+        for target in graph[module]:
+            if target in path:
+                cycles.append(path[path.index(target) :] + [target])
+            elif target not in done:
+                visit(target, path + [target])
+        done.add(module)
+
+    done = set()
+    for module in graph:
+        visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
+
+
+def test_lower_layers_do_not_import_higher_ones():
+    upward = []
+    for module, targets in imports().items():
+        for target in targets:
+            a, b = layer(module), layer(target)
+            if a in LAYERS and b in LAYERS and LAYERS.index(b) > LAYERS.index(a) and (module, target) not in ALLOWED_UPWARD:
+                upward.append(f"{module} -> {target}")
+    assert not upward, "upward imports: " + ", ".join(sorted(upward))
