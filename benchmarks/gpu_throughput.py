@@ -309,8 +309,8 @@ def phase_profile(args, device, deadline):
     label(model.memory_attention, "forward", "memory attention")
     label(model, "_forward_sam_heads", "SAM heads (all passes)")
     label(model, "_encode_new_memory", "memory encoder")
-    label(engine.train_step.loss_fn, "forward", "loss")
-    label(engine.train_step, "forward", "forward (all)")
+    label(engine.training_step.loss_fn, "forward", "loss")
+    label(engine.training_step, "forward", "forward (all)")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     steps = 3
     sync(device)

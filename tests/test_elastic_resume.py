@@ -50,7 +50,7 @@ def _engine_worker(rank, world, port, strategy, folder, result_file, train, zero
     ema = engine.full_state_dict(ema=True) if engine.ema is not None else {}
     torch.manual_seed(1)
     with torch.no_grad():  # the module's own (bf16 or partitioned) weights follow the masters
-        loss = engine.train_step(_clip(99), 0)["core_loss"].item()
+        loss = engine.training_step(_clip(99), 0)["core_loss"].item()
     if rank == 0:
         state["loss"] = loss
         state["lr"] = [g["lr"] for g in engine.optimizer.param_groups]

@@ -206,10 +206,8 @@ def _one_step(strategy, info, batches, precision="fp32"):
     model = build_sam2("tiny", image_size=64).train()
     _disable_dropout(model)
     engine = build_engine(model, cfg, info)
-    for i, batch in enumerate(batches):
-        engine.train_micro_batch(batch, i, i == len(batches) - 1)
-    grad_norm = engine.step()
-    return engine.full_state_dict(), engine.optimizer_state_bytes(), grad_norm
+    result = engine.train_step(iter(batches), step=0)  # accumulates over the batches, then steps
+    return engine.full_state_dict(), engine.optimizer_state_bytes(), result.grad_norm
 
 
 def _engines_worker(rank, world, port, result_file):

@@ -135,19 +135,16 @@ class VideoPredictor:
         model, n = self.model, len(group.objects)
         feats = [x.expand(-1, n, -1) for x in feats]
         pos = [x.expand(-1, n, -1) for x in pos]
+        frame = dict(
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=None,
+            output_dict=group.memory,
+            num_frames=num_frames,
+        )
         if i == group.start:
-            out = model.track_step(
-                i,
-                is_init_cond_frame=True,
-                current_vision_feats=feats,
-                current_vision_pos_embeds=pos,
-                feat_sizes=sizes,
-                point_inputs=None,
-                mask_inputs=group.prompt_masks,
-                output_dict=group.memory,
-                num_frames=num_frames,
-                run_mem_encoder=False,
-            )
+            out = model.track_step(i, is_init_cond_frame=True, mask_inputs=group.prompt_masks, run_mem_encoder=False, **frame)
             # Memory of the prompt frame from the upsampled low-res output, counted as a user input.
             high_res = F.interpolate(out["pred_masks"], size=(model.image_size,) * 2, mode="bilinear", align_corners=False)
             out["maskmem_features"], out["maskmem_pos_enc"] = model._encode_new_memory(
@@ -156,18 +153,7 @@ class VideoPredictor:
             group.prompt_masks = None
             key = "cond_frame_outputs"
         else:
-            out = model.track_step(
-                i,
-                is_init_cond_frame=False,
-                current_vision_feats=feats,
-                current_vision_pos_embeds=pos,
-                feat_sizes=sizes,
-                point_inputs=None,
-                mask_inputs=None,
-                output_dict=group.memory,
-                num_frames=num_frames,
-                run_mem_encoder=True,
-            )
+            out = model.track_step(i, is_init_cond_frame=False, mask_inputs=None, run_mem_encoder=True, **frame)
             key = "non_cond_frame_outputs"
             group.memory[key].pop(i - self._history, None)
         group.memory[key][i] = {

@@ -108,10 +108,11 @@ def _complete(root):
 
 
 class Checkpointer:
-    def __init__(self, root, keep, dist_info):
+    def __init__(self, root, keep, dist_info, every=0):
         self.root = Path(root)
         self.keep = keep
         self.dist = dist_info
+        self.every = every  # steps between periodic saves (0: only when forced)
 
     def complete(self):
         """Complete checkpoints, oldest first."""
@@ -150,6 +151,13 @@ class Checkpointer:
                 f"(python -m sam2_scale.train.export {path} OUT.pt) and start a new run with model.init_checkpoint=OUT.pt."
             )
         return meta
+
+    def maybe_save(self, step, engine, trainer_state, meta, force=False):
+        """Saves every `every` steps and when `force`d (a stop signal, the last step). Collective;
+        `trainer_state()` (collective too) is called only when saving. Returns the folder or None."""
+        if not (force or (self.every > 0 and step % self.every == 0)):
+            return None
+        return self.save(step, engine, trainer_state(), meta)
 
     def save(self, step, engine, trainer_state, meta):
         """Collective: every rank calls it with its own trainer_state."""

@@ -12,11 +12,11 @@ class DDPEngine(Engine):
 
     def __init__(self, model, cfg, dist_info):
         super().__init__(cfg, dist_info)
-        self.train_step = TrainingStep(model, cfg, dist_info.rank)
+        self.training_step = TrainingStep(model, cfg, dist_info.rank)
         # Image steps leave the memory modules unused and mask prompts the prompt encoder:
         # the reducer has to look for unused parameters every step.
         self.ddp = DistributedDataParallel(
-            self.train_step,
+            self.training_step,
             device_ids=[dist_info.device.index] if dist_info.device.type == "cuda" else None,
             find_unused_parameters=True,
         )

@@ -70,10 +70,10 @@ class DeepSpeedEngine(Engine):
         super().__init__(cfg, dist_info)
         self.ds_config = load_ds_config(cfg.train.deepspeed_config, cfg)
         self.zero_stage = self.ds_config.get("zero_optimization", {}).get("stage", 0)
-        self.train_step = TrainingStep(model, cfg, dist_info.rank)
+        self.training_step = TrainingStep(model, cfg, dist_info.rank)
         optimizer, scheduler = make_optimizer(model, cfg)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=self.train_step, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config, dist_init_required=False
+            model=self.training_step, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config, dist_init_required=False
         )
         self._make_ema()
 

@@ -1,8 +1,11 @@
 """The one interface the training loop sees of a parallelism strategy.
 
-    engine.train_micro_batch(batch, micro_batch, is_last_micro)  -> losses (forward + backward)
-    engine.step()                    -> total grad norm; the step is skipped if it is not finite
-    engine.grad_norms()              -> grad norm per top-level module (call before step)
+    engine.train_step(micro_batches, step, with_grad_norms)  -> StepResult: forward and backward
+                                     of each micro-batch, clipping, the update (skipped when the
+                                     grad norm is not finite); the engine owns the accumulation
+    engine.learning_rates(), engine.has_ema, engine.nonfinite_steps      what the loop reports
+    engine.train_micro_batch(batch, micro_batch, is_last_micro), engine.step(), engine.grad_norms()
+                                     the parts of a step, for benchmarks and tests
     engine.save(folder) / load(folder, resharded)       sharded, collective; resharded: the
                                                         checkpoint has another world size
     engine.full_state_dict(ema=False)                   consolidated on rank 0, collective
@@ -14,6 +17,7 @@
 """
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -110,9 +114,23 @@ class EMA:
             self.shadow[name].copy_(value)
 
 
+@dataclass
+class StepResult:
+    """What one optimizer step gives the loop."""
+
+    losses: list  # per micro-batch, the loss terms (device tensors: read them when logging)
+    grad_norm: float  # total gradient norm before clipping
+    grad_norms: dict = field(default_factory=dict)  # per top-level module, when asked for
+
+    @property
+    def skipped(self):
+        """A gradient norm that is not finite: the update was not applied."""
+        return not math.isfinite(self.grad_norm)
+
+
 class Engine:
     """Shared behaviour, including the torch-optimizer step and DCP checkpoints that ddp and fsdp
-    use; subclasses set `self.train_step`, `self.optimizer`, `self.scheduler` and implement the
+    use; subclasses set `self.training_step`, `self.optimizer`, `self.scheduler` and implement the
     strategy-specific parts."""
 
     name = "base"
@@ -127,7 +145,7 @@ class Engine:
     @property
     def model(self):
         """The bare SAM2Base (its parameters may be shards)."""
-        return self.train_step.model
+        return self.training_step.model
 
     def _make_ema(self):
         if self.cfg.train.ema_decay > 0:
@@ -142,6 +160,29 @@ class Engine:
         else:
             self.nonfinite_steps += 1
         return grad_norm
+
+    def train_step(self, micro_batches, step, with_grad_norms=False):
+        """Optimizer step `step` (counted from 0) over the next `grad_accum_steps` batches of the
+        iterator `micro_batches`, drawn one at a time. Micro-batch k of the step is number
+        step * grad_accum_steps + k of the run, which seeds its prompts."""
+        losses = []
+        for k in range(self.accum):
+            batch = next(micro_batches)
+            losses.append(self.train_micro_batch(batch, step * self.accum + k, is_last_micro=k == self.accum - 1))
+        grad_norms = self.grad_norms() if with_grad_norms else {}  # before the step clears the gradients
+        return StepResult(losses, self.step(), grad_norms)
+
+    def learning_rates(self):
+        """The current lr of each lr group (the largest of its parameter groups)."""
+        rates = {}
+        for group in self.optimizer.param_groups:
+            name = group.get("lr_group", "base")
+            rates[name] = max(rates.get(name, 0.0), group["lr"])
+        return rates
+
+    @property
+    def has_ema(self):
+        return self.ema is not None
 
     # --- to implement --------------------------------------------------------------------
     def train_micro_batch(self, batch, micro_batch, is_last_micro):

@@ -36,7 +36,7 @@ class FSDPEngine(Engine):
 
     def __init__(self, model, cfg, dist_info):
         super().__init__(cfg, dist_info)
-        self.train_step = TrainingStep(model, cfg, dist_info.rank)
+        self.training_step = TrainingStep(model, cfg, dist_info.rank)
         mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
         dtype = autocast_dtype(cfg)
         policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
@@ -45,7 +45,7 @@ class FSDPEngine(Engine):
             match_layer_norm_dtypes(model)
         for block in repeated_blocks(model):
             fully_shard(block, **options)
-        fully_shard(self.train_step, **options)
+        fully_shard(self.training_step, **options)
         self.optimizer, self.scheduler = make_optimizer(model, cfg)
         self._make_ema()
 
@@ -53,7 +53,7 @@ class FSDPEngine(Engine):
         # Every micro-batch reduce-scatters and the shards accumulate (as ZeRO-2 does). Skipping
         # the sync until the last one keeps unsharded gradients, and torch 2.13's FSDP2 then
         # fails on units a micro-batch left unused (memory attention on image batches) under bf16.
-        losses = self.train_step(batch, micro_batch)
+        losses = self.training_step(batch, micro_batch)
         (losses["core_loss"] / self.accum).backward()
         return losses
 

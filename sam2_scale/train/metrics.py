@@ -1,6 +1,6 @@
-"""Metrics: device peak FLOP/s (for MFU; the FLOP counts are in flops.py), memory, and the sink
-(W&B on rank 0, plus a JSON-lines file and a readable line on stdout, so a run can be followed
-without W&B)."""
+"""Metrics: device peak FLOP/s (for MFU; the FLOP counts are in flops.py), memory, the sums over
+the steps between two log lines (`StepMetrics`), and the sink (W&B on rank 0, plus a JSON-lines
+file and a readable line on stdout, so a run can be followed without W&B)."""
 
 import dataclasses
 import json
@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 
 import torch
+
+from .distributed import all_reduce_max, all_reduce_sum
 
 # Dense bf16 peak of one device, TFLOP/s (vendor datasheets, without sparsity).
 PEAK_BF16_TFLOPS = {
@@ -112,3 +114,101 @@ def format_line(step, total, m):
     if "data/skipped_samples" in m:
         parts.append(f"{int(m['data/skipped_samples'])} samples skipped")
     return " | ".join(parts)
+
+
+class StepMetrics:
+    """Counts what the steps since the last log line did, and logs it every `train.log_every`
+    steps and at the last one: losses (mean over every rank's micro-batches), lr per group, grad
+    norms, throughput, MFU, memory, data wait, skipped samples. Logging is collective."""
+
+    LOSS_KEYS = {"core_loss": "core", "loss_mask": "mask", "loss_dice": "dice", "loss_iou": "iou", "loss_class": "class"}
+
+    def __init__(self, cfg, sink, dist_info, flops=None, peak=None):
+        self.log_every, self.total_steps = cfg.train.log_every, cfg.optim.total_steps
+        self.sink, self.dist, self.flops, self.peak = sink, dist_info, flops, peak
+        self._reset()
+
+    def _reset(self):
+        self.losses, self.micro_batches_seen = {}, 0
+        self.steps, self.time, self.clips, self.frames = 0, 0.0, 0, 0
+        self.model_flops, self.hardware_flops = 0.0, 0.0
+        self.data_wait, self.image_steps, self.video_steps = 0.0, 0, 0
+        self.grad_norm = 0.0
+        self._step_start, self._kinds = None, []
+
+    def due(self, step):
+        """Whether step `step` (counted from 1) ends with a log line."""
+        return step % self.log_every == 0 or step == self.total_steps
+
+    def micro_batches(self, data, device):
+        """The batches of `data` on `device`, each counted (data wait, clips, frames, FLOPs) as it
+        is drawn; the first one starts the step's clock."""
+        while True:
+            wait_start = time.perf_counter()
+            if self._step_start is None:
+                self._step_start = wait_start
+            batch = next(data).to(device, non_blocking=True)
+            self.data_wait += time.perf_counter() - wait_start
+            if self.flops is not None:
+                model_flops, hardware_flops = self.flops(batch)
+                self.model_flops += model_flops
+                self.hardware_flops += hardware_flops
+            world = self.dist.world_size
+            self.clips += batch.num_clips * world
+            self.frames += batch.num_frames * batch.num_clips * world
+            self._kinds.append(batch.num_frames > 1)
+            yield batch
+
+    def add(self, result):
+        """The step whose micro-batches were drawn since the last call has given `result`."""
+        for losses, is_video in zip(result.losses, self._kinds, strict=True):
+            for key, short in self.LOSS_KEYS.items():
+                self.losses[short] = self.losses.get(short, 0.0) + losses[key].detach().float()
+            self.micro_batches_seen += 1
+            self.video_steps += is_video
+            self.image_steps += not is_video
+        self.steps += 1
+        self.time += time.perf_counter() - self._step_start
+        self.grad_norm = result.grad_norm
+        self._step_start, self._kinds = None, []
+
+    def maybe_log(self, step, result, engine, loader):
+        """Collective at the steps that log."""
+        if not self.due(step):
+            return
+        metrics = self.summary(engine, loader)
+        metrics.update({f"grad_norm/{k}": v for k, v in result.grad_norms.items() if k != "total"})
+        self.sink.log(step, metrics, format_line(step, self.total_steps, metrics))
+        self._reset()
+
+    def summary(self, engine, loader):
+        device, world = self.dist.device, self.dist.world_size
+        keys = list(self.losses)
+        wait_sum, skipped, micro_batches, *loss_sums = all_reduce_sum(
+            [self.data_wait, loader.skipped, self.micro_batches_seen] + [float(self.losses[k]) for k in keys], device
+        )
+        (wait_max,) = all_reduce_max([self.data_wait], device)
+        m = {f"loss/{k}": v / micro_batches for k, v in zip(keys, loss_sums)}
+        m.update({f"lr/{group}": lr for group, lr in engine.learning_rates().items()})
+        m.update(
+            {
+                "grad_norm/total": self.grad_norm,
+                "throughput/clips_per_s": self.clips / self.time,
+                "throughput/frames_per_s": self.frames / self.time,
+                "throughput/clips_per_s_per_device": self.clips / self.time / world,
+                "throughput/frames_per_s_per_device": self.frames / self.time / world,
+                "time/step_s": self.time / self.steps,
+                "time/data_wait_mean_s": wait_sum / world / self.steps,
+                "time/data_wait_max_s": wait_max / self.steps,
+                "memory/peak_gib": peak_memory_bytes(device) / 2**30,
+                "steps/image": self.image_steps,
+                "steps/video": self.video_steps,
+                "steps/nonfinite_in_a_row": engine.nonfinite_steps,
+                "data/skipped_samples": skipped,
+            }
+        )
+        if self.peak and self.model_flops:
+            # This rank's FLOPs against one device's peak: every rank runs the same scenarios.
+            m["mfu"] = self.model_flops / self.time / self.peak
+            m["hfu"] = self.hardware_flops / self.time / self.peak
+        return m

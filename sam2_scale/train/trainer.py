@@ -22,8 +22,7 @@ import yaml
 
 from ..config import ConfigError, load_config
 from ..data.mixing import MixedLoader
-from ..data.streams import NoClipsError, SkipCounter
-from ..eval import evaluate_videos, evaluate_vos, folder_videos, shard_videos
+from ..data.streams import NoClipsError
 from ..model import build_sam2, load_checkpoint
 from .checkpoint import (
     Checkpointer,
@@ -35,9 +34,10 @@ from .checkpoint import (
     rng_state,
     set_rng_state,
 )
-from .distributed import all_reduce_max, all_reduce_sum, cpu_has_native_bf16, init_distributed
+from .distributed import cpu_has_native_bf16, init_distributed
+from .evaluator import Evaluator
 from .flops import MicroBatchFlops
-from .metrics import MetricsSink, format_line, peak_flops, peak_memory_bytes
+from .metrics import MetricsSink, StepMetrics, peak_flops
 from .preemption import EXIT_NONFINITE, EXIT_PREEMPTED, Preemption
 from .safe_load import UnsafeCheckpointError
 from .strategies import build_engine
@@ -61,56 +61,6 @@ def build_model(cfg, device):
     return model.train()
 
 
-class Evaluator:
-    """Held-out J&F on rank 0 with consolidated (EMA when on) weights: the clip proxy every
-    `eval.every` steps and, when `eval.protocol` names one, a full-video protocol on a small
-    set every `eval.protocol_every` steps; both at the end of the run."""
-
-    def __init__(self, cfg, dist_info):
-        self.cfg, self.dist = cfg, dist_info
-        self.model = None
-
-    @classmethod
-    def build(cls, cfg, dist_info):
-        return cls(cfg, dist_info) if cfg.eval.shards or cfg.eval.protocol != "none" else None
-
-    def _due(self, step, final):
-        e = self.cfg.eval
-        clip = bool(e.shards) and (final or (e.every > 0 and step % e.every == 0))
-        full = e.protocol != "none" and (final or (e.protocol_every > 0 and step % e.protocol_every == 0))
-        return clip, full
-
-    def due(self, step, final=False):
-        return any(self._due(step, final))
-
-    def __call__(self, engine, step, final=False):
-        clip, full = self._due(step, final)
-        weights = engine.full_state_dict(ema=engine.ema is not None)  # collective
-        scores = {}
-        if self.dist.is_main:
-            if self.model is None:
-                self.model = build_sam2(self.cfg.model.size, image_size=self.cfg.model.image_size, device=self.dist.device)
-            self.model.load_state_dict(weights)
-            dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
-            if clip:
-                result = evaluate_vos(self.model, self.cfg.eval, device=self.dist.device, autocast_dtype=dtype)
-                scores.update({f"eval/clip_{k}": v for k, v in result.items()})
-            if full:
-                scores.update(self._full_protocol(dtype))
-        dist.barrier()
-        return scores
-
-    def _full_protocol(self, dtype):
-        e = self.cfg.eval
-        skipped = SkipCounter()
-        videos = folder_videos(e.protocol_data) if e.protocol_data else shard_videos(e.shards, skipped)
-        result = evaluate_videos(
-            self.model, videos, e.protocol, self.dist.device, dtype, max_videos=e.protocol_max_videos, progress=False, split=False
-        )
-        keys = ("J&F", "J", "F", "num_videos", "num_objects", "frames_per_s")
-        return {f"eval/{e.protocol}_{k}": result[k] for k in keys}
-
-
 def train(cfg, resume="auto"):
     dist_info = init_distributed()
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world_size
@@ -124,7 +74,7 @@ def train(cfg, resume="auto"):
         if cfg.train.precision == "bf16" and not cpu_has_native_bf16():
             log("warning: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 matmuls run far slower than fp32", dist_info)
 
-    checkpointer = Checkpointer(cfg.checkpoint.dir or out / "checkpoints", cfg.checkpoint.keep, dist_info)
+    checkpointer = Checkpointer(cfg.checkpoint.dir or out / "checkpoints", cfg.checkpoint.keep, dist_info, cfg.checkpoint.every)
     # Checked against this run (meta.json readable, same strategy, global batch) before the model is built.
     resume_from = checkpointer.resolve(resume, strategy=cfg.train.strategy)
     if resume_from is not None:
@@ -186,77 +136,38 @@ def train(cfg, resume="auto"):
         log(f"FLOPs per micro-batch counted over {flops.num_scenarios} prompt scenarios ({seconds:.0f} s)", dist_info)
     evaluator = Evaluator.build(cfg, dist_info)
 
-    if evaluator and start_step == 0 and evaluator.due(0):
-        sink.log(0, evaluator(engine, 0), line=None)  # the untrained model: the baseline of the curve
+    if evaluator and start_step == 0:
+        evaluator.maybe_run(engine, 0, sink)  # the untrained model: the baseline of the curve
 
-    data_iter = _forever(loader)
-    window = _Window()
-    exit_code = 0
-    step, stop = start_step, False
+    # The loop: each component decides for itself whether this step is one to act on.
+    metrics = StepMetrics(cfg, sink, dist_info, flops, peak)
+    micro_batches = metrics.micro_batches(_forever(loader), device)
+    run_meta = {"strategy": engine.name, "wandb_run_id": sink.run_id, "config": dataclasses.asdict(cfg)}
+
+    def trainer_state():  # collective (the loader gathers every rank's data position): only when saving
+        return {"loader": loader.state_dict(), "rng": rng_state()}
+
+    exit_code, step, stop = 0, start_step, False
     while step < total_steps:
-        step_start = time.perf_counter()
-        model_flops = hardware_flops = 0.0
-        clips = frames = 0
-        for micro in range(accum):
-            wait_start = time.perf_counter()
-            batch = next(data_iter).to(device, non_blocking=True)
-            window.data_wait += time.perf_counter() - wait_start
-            losses = engine.train_micro_batch(batch, step * accum + micro, micro == accum - 1)
-            if flops is not None:
-                batch_model_flops, batch_hardware_flops = flops(batch)
-                model_flops += batch_model_flops
-                hardware_flops += batch_hardware_flops
-            clips += batch.num_clips
-            frames += batch.num_frames * batch.num_clips
-            window.add_losses(losses, is_video=batch.num_frames > 1)
-        log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == total_steps
-        grad_norms = engine.grad_norms() if log_now else {}
-        grad_norm = engine.step()
+        result = engine.train_step(micro_batches, step, with_grad_norms=metrics.due(step + 1))
         step += 1
-        step_time = time.perf_counter() - step_start
-        window.add_step(step_time, clips * world, frames * world, model_flops, hardware_flops, grad_norm)
-
-        if engine.nonfinite_steps:
-            log(f"step {step}: non-finite gradient norm ({grad_norm}); update skipped", dist_info)
-            if engine.nonfinite_steps >= cfg.train.max_nonfinite_steps:
-                log(
-                    f"stopping: {engine.nonfinite_steps} non-finite steps in a row (train.max_nonfinite_steps). "
-                    "Lower the learning rate or check the data; the last checkpoint is intact.",
-                    dist_info,
-                )
-                exit_code = EXIT_NONFINITE
-                break
-
-        if log_now:
-            metrics = window.summary(engine, loader, device, world, peak)
-            metrics.update({f"grad_norm/{k}": v for k, v in grad_norms.items() if k != "total"})
-            sink.log(step, metrics, format_line(step, total_steps, metrics))
-            window = _Window()
-        if evaluator and step < total_steps and evaluator.due(step):
-            sink.log(step, evaluator(engine, step), line=None)
-
+        metrics.add(result)
+        if result.skipped and _too_many_nonfinite(engine, result, step, cfg, dist_info):
+            exit_code = EXIT_NONFINITE
+            break
+        metrics.maybe_log(step, result, engine, loader)
+        if evaluator and step < total_steps:
+            evaluator.maybe_run(engine, step, sink)
         stop, save_now = preemption.poll(device)
-        periodic = cfg.checkpoint.every and step % cfg.checkpoint.every == 0
-        if stop or save_now or periodic or step == total_steps:
-            state = {"loader": loader.state_dict(), "rng": rng_state()}
-            path = checkpointer.save(
-                step, engine, state, {"strategy": engine.name, "wandb_run_id": sink.run_id, "config": dataclasses.asdict(cfg)}
-            )
-            log(f"checkpoint {path}", dist_info)
-        if stop and step == total_steps:  # the run is complete: nothing to requeue
-            skipped = ", final evaluation skipped (python -m sam2_scale.eval scores the checkpoint)" if evaluator else ""
-            log(f"stop signal during the last step: the run is complete; exit 0{skipped}", dist_info)
-        elif stop:
-            log(
-                f"stopped by {preemption.stop_signal or 'a signal on another rank'} at step {step}; exit {EXIT_PREEMPTED}",
-                dist_info,
-            )
-            exit_code = EXIT_PREEMPTED
+        saved = checkpointer.maybe_save(step, engine, trainer_state, run_meta, force=stop or save_now or step == total_steps)
+        if saved:
+            log(f"checkpoint {saved}", dist_info)
+        if stop:
+            exit_code = _stopped(step, total_steps, preemption, evaluator, dist_info)
             break
 
     if exit_code == 0 and evaluator and not stop:
-        scores = evaluator(engine, step, final=True)
-        sink.log(step, scores, line=f"[train] held-out {scores}" if scores else None)
+        evaluator.run_final(engine, step, sink)
     preemption.disarm()
     sink.finish()
     dist.barrier()
@@ -269,69 +180,26 @@ def _forever(loader):
         yield from loader
 
 
-class _Window:
-    """Sums over the steps since the last log line."""
+def _too_many_nonfinite(engine, result, step, cfg, dist_info):
+    log(f"step {step}: non-finite gradient norm ({result.grad_norm}); update skipped", dist_info)
+    if engine.nonfinite_steps < cfg.train.max_nonfinite_steps:
+        return False
+    log(
+        f"stopping: {engine.nonfinite_steps} non-finite steps in a row (train.max_nonfinite_steps). "
+        "Lower the learning rate or check the data; the last checkpoint is intact.",
+        dist_info,
+    )
+    return True
 
-    LOSS_KEYS = {"core_loss": "core", "loss_mask": "mask", "loss_dice": "dice", "loss_iou": "iou", "loss_class": "class"}
 
-    def __init__(self):
-        self.losses, self.micro_batches = {}, 0
-        self.steps, self.time, self.clips, self.frames = 0, 0.0, 0, 0
-        self.model_flops, self.hardware_flops = 0.0, 0.0
-        self.data_wait, self.image_steps, self.video_steps = 0.0, 0, 0
-        self.grad_norm = 0.0
-
-    def add_losses(self, losses, is_video):
-        for key, short in self.LOSS_KEYS.items():
-            value = losses[key].detach().float()
-            self.losses[short] = self.losses.get(short, 0.0) + value
-        self.micro_batches += 1
-        self.video_steps += is_video
-        self.image_steps += not is_video
-
-    def add_step(self, step_time, clips, frames, model_flops, hardware_flops, grad_norm):
-        self.steps += 1
-        self.time += step_time
-        self.clips += clips
-        self.frames += frames
-        self.model_flops += model_flops
-        self.hardware_flops += hardware_flops
-        self.grad_norm = grad_norm
-
-    def summary(self, engine, loader, device, world, peak):
-        """Collective: losses, data wait mean / max and skipped samples are gathered from every rank."""
-        keys = list(self.losses)
-        wait_sum, skipped, micro_batches, *loss_sums = all_reduce_sum(
-            [self.data_wait, loader.skipped, self.micro_batches] + [float(self.losses[k]) for k in keys], device
-        )
-        (wait_max,) = all_reduce_max([self.data_wait], device)
-        m = {f"loss/{k}": v / micro_batches for k, v in zip(keys, loss_sums)}  # the mean over every rank's micro-batches
-        for group in engine.optimizer.param_groups:
-            key = f"lr/{group.get('lr_group', 'base')}"
-            m[key] = max(m.get(key, 0.0), group["lr"])
-        step_time = self.time / self.steps
-        m.update(
-            {
-                "grad_norm/total": self.grad_norm,
-                "throughput/clips_per_s": self.clips / self.time,
-                "throughput/frames_per_s": self.frames / self.time,
-                "throughput/clips_per_s_per_device": self.clips / self.time / world,
-                "throughput/frames_per_s_per_device": self.frames / self.time / world,
-                "time/step_s": step_time,
-                "time/data_wait_mean_s": wait_sum / world / self.steps,
-                "time/data_wait_max_s": wait_max / self.steps,
-                "memory/peak_gib": peak_memory_bytes(device) / 2**30,
-                "steps/image": self.image_steps,
-                "steps/video": self.video_steps,
-                "steps/nonfinite_in_a_row": engine.nonfinite_steps,
-                "data/skipped_samples": skipped,
-            }
-        )
-        if peak and self.model_flops:
-            # This rank's FLOPs against one device's peak: every rank runs the same scenarios.
-            m["mfu"] = self.model_flops / self.time / peak
-            m["hfu"] = self.hardware_flops / self.time / peak
-        return m
+def _stopped(step, total_steps, preemption, evaluator, dist_info):
+    """The exit status after a stop signal, once the checkpoint is written."""
+    if step == total_steps:  # the run is complete: nothing to requeue
+        skipped = ", final evaluation skipped (python -m sam2_scale.eval scores the checkpoint)" if evaluator else ""
+        log(f"stop signal during the last step: the run is complete; exit 0{skipped}", dist_info)
+        return 0
+    log(f"stopped by {preemption.stop_signal or 'a signal on another rank'} at step {step}; exit {EXIT_PREEMPTED}", dist_info)
+    return EXIT_PREEMPTED
 
 
 def error_message(exc):
