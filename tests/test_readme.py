@@ -141,3 +141,23 @@ def test_readme_paths_exist():
     paths = set(re.findall(r"`((?:sam2_scale|data_prep|launch|configs|ds_configs|benchmarks|tests|docs)/[\w./-]*\w)", README))
     missing = [p for p in sorted(paths) if not (ROOT / p).exists() and "*" not in p]
     assert not missing, f"README names paths that do not exist: {missing}"
+
+
+def test_architecture_names_the_files_as_they_are():
+    """docs/ARCHITECTURE.md: every backticked path, and every module its layout lists under a
+    package of sam2_scale/, exists."""
+    text = (ROOT / "docs/ARCHITECTURE.md").read_text()
+    named = re.findall(r"`((?:sam2_scale|data_prep|launch|configs|ds_configs|benchmarks|tests|docs)/[\w./-]*\w)", text)
+    named += ["sam2_scale/" + p for p in re.findall(r"`((?:model|objective|data|prep|train|eval)/[\w./-]*\w)`", text)]
+    layout = text.split("## Proposed layout", 1)[1].split("```")[1]
+    package = None
+    for line in layout.splitlines():
+        heading = re.match(r"  (model|objective|data|prep|train|eval)/\s", line)
+        if heading:
+            package = heading.group(1)
+        elif not line.startswith(" " * 24):
+            package = None
+        if package:
+            named += [f"sam2_scale/{package}/{name}" for name in re.findall(r"\b(\w+\.py)\b", line)]
+    missing = sorted({p for p in named if not (ROOT / p).exists() and "*" not in p})
+    assert len(named) > 40 and not missing, f"ARCHITECTURE.md names files that do not exist: {missing}"
