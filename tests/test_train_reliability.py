@@ -132,6 +132,21 @@ def test_a_dataset_that_gives_no_clip_stops_the_run_naming_it(case, training_sha
     assert "inputs in a row (data.max_skipped_in_a_row)" in message and f"x {reason}" in message, message
 
 
+def test_dry_run_builds_everything_writes_nothing_and_finds_a_dataset_that_cannot_work(training_shards, tmp_path):
+    config = write_config(tmp_path / "c.yaml", training_shards, tmp_path / "run")
+    result = train(tmp_path, config, "--dry-run", timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "sav: first batch of 1 clip(s) x 3 frame(s)" in result.stdout, result.stdout
+    assert "sa1b: first batch of 2 clip(s) x 1 frame(s)" in result.stdout, result.stdout
+    assert "dry run: everything builds" in result.stdout and not (tmp_path / "run").exists()
+    # 8-frame clips from videos of 6 annotated frames: the stream gives none, and says why.
+    eight = {"name": "sav", "shards": str(training_shards / "sav/shard-*.tar"), "kind": "video", "num_frames": 8}
+    data = {"datasets": [eight], "max_skipped_in_a_row": 20}
+    config = write_config(tmp_path / "c.yaml", training_shards, tmp_path / "run", data=data)
+    result = train(tmp_path, config, "--dry-run", timeout=180)
+    assert result.returncode == 1 and "SkipSample: 6 annotated frames < 8" in result.stderr, result.stderr[-3000:]
+
+
 def test_shards_without_samples_stop_the_stream_too(tmp_path):
     """Empty tars raise no error at all: the stream used to draw them again and again, forever."""
     for i in range(2):

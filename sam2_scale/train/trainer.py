@@ -21,8 +21,9 @@ import torch.distributed as dist
 import yaml
 
 from ..config import ConfigError, load_config
+from ..data.batch import collate_clips
 from ..data.mixing import MixedLoader
-from ..data.streams import NoClipsError
+from ..data.streams import NoClipsError, clip_pipeline
 from ..model import build_sam2, load_checkpoint
 from .checkpoint import (
     Checkpointer,
@@ -175,6 +176,25 @@ def train(cfg, resume="auto"):
     return exit_code
 
 
+def dry_run(cfg):
+    """Builds what a run needs on this process — the model, the engine, one batch from each
+    dataset's stream — and stops: a config, shard set or strategy that cannot work fails here
+    in a minute instead of after the job has waited in the queue. Writes nothing."""
+    dist_info = init_distributed()
+    model = build_model(cfg, dist_info.device)
+    engine = build_engine(model, cfg, dist_info)
+    log(f"SAM 2.1 {cfg.model.size} at {cfg.model.image_size}px under {engine.name}: built", dist_info)
+    for d in cfg.data.datasets:
+        batch = collate_clips(next(iter(clip_pipeline(d, cfg.data))), dataset=d.name)
+        log(
+            f"{d.name}: first batch of {batch.num_clips} clip(s) x {batch.num_frames} frame(s), "
+            f"{batch.num_objects} object(s), frames {tuple(batch.frames.shape)}",
+            dist_info,
+        )
+    log("dry run: everything builds; nothing was trained or written", dist_info)
+    dist.destroy_process_group()
+
+
 def _forever(loader):
     while True:
         yield from loader
@@ -223,6 +243,11 @@ def main(argv=None):
         "--print-config", action="store_true", help="print the resolved, validated config as YAML and exit without training"
     )
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the model, the engine (one process) and one batch of every dataset, then exit without training",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="key.sub=value overrides, e.g. train.strategy=fsdp optim.base_lr=1e-4; a number picks a list item: "
@@ -236,6 +261,8 @@ def main(argv=None):
             return
         if not cfg.data.datasets:
             parser.error("the config has no data.datasets")
+        if args.dry_run:
+            return dry_run(cfg)
         code = train(cfg, resume=args.resume)
     except (ConfigError, CheckpointError, UnsafeCheckpointError, NoClipsError) as exc:
         # Errors of the inputs (config, checkpoint, data): their message says what to do.
