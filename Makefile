@@ -30,7 +30,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q --durations=25
 
 # The edit-test loop: units, config, model parts and equivalence at the tiny size (under 3 min
 # on 2 cores). `make test` adds the tests marked slow: real training runs, clusters, the demo.

@@ -89,7 +89,7 @@ def _fine_detail(rng, height, width):
 
 def iter_test_frames(seconds, width, height, seed=0):
     """RGB uint8 frames: six textured shapes moving, spinning and occluding over a panning background."""
-    from sam2_scale.prep.synthetic import make_scene
+    from sam2_scale.synthetic import make_scene
 
     num_frames = round(seconds * FPS)
     scene = make_scene((width, height), num_frames, seed=seed, num_objects=6)

@@ -368,7 +368,8 @@ def phase_attention(args, device, deadline):
     import torch
     import torch.nn.functional as F
 
-    from sam2_scale.model.attention import ATTENTION_BACKENDS, attention_kernels
+    from sam2_scale.config.schema import ATTENTION_BACKENDS
+    from sam2_scale.model.attention import attention_kernels
 
     if device.type != "cuda":
         emit({"phase": "attention", "skipped": "CUDA only"})

@@ -56,9 +56,10 @@ sys.path.insert(0, str(ROOT))
 
 from report import add_run  # noqa: E402  (benchmarks/report.py; the script folder is on sys.path)
 
-from sam2_scale.data.streams import DataConfig, DatasetConfig, clip_pipeline  # noqa: E402
+from sam2_scale.config import DataConfig, DatasetConfig  # noqa: E402
+from sam2_scale.data.streams import clip_pipeline  # noqa: E402
 from sam2_scale.data.transforms import affine_matrix, normalize_frames  # noqa: E402
-from sam2_scale.prep.synthetic import write_synthetic_dataset  # noqa: E402
+from sam2_scale.synthetic import write_synthetic_dataset  # noqa: E402
 
 NUM_FRAMES = 8
 MAX_OBJECTS = 3

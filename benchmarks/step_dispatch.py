@@ -42,7 +42,8 @@ sys.path.insert(0, sys.argv[1] + "/tests")
 from tracking_driver import synthetic_clip
 from sam2_scale.data.batch import Batch
 from sam2_scale.model import build_sam2
-from sam2_scale.objective import MultiStepLoss, PromptConfig, sample_scenario, unroll_clip
+from sam2_scale.config import PromptConfig
+from sam2_scale.objective import MultiStepLoss, sample_scenario, unroll_clip
 
 aten = torch.ops.aten
 READS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,

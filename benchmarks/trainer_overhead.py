@@ -34,7 +34,7 @@ def make_shards(root):
     sys.path.insert(0, str(ROOT))
     from sam2_scale.prep.sav import SavSource, find_sav_items
     from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
-    from sam2_scale.prep.synthetic import write_synthetic_dataset
+    from sam2_scale.synthetic import write_synthetic_dataset
 
     write_synthetic_dataset(root / "raw", num_videos=6, num_images=1, num_heldout=0, num_frames=24, size=(320, 256), seed=0)
     plans = plan_shards(find_sav_items(root / "raw/sav/videos", root / "raw/sav/annotations"), 1)

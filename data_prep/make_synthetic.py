@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 try:
-    from sam2_scale.prep.synthetic import STYLES, write_synthetic_dataset
+    from sam2_scale.synthetic import STYLES, write_synthetic_dataset
 except ImportError:  # run as a script from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from sam2_scale.prep.synthetic import STYLES, write_synthetic_dataset
+    from sam2_scale.synthetic import STYLES, write_synthetic_dataset
 
 
 def parse_size(text):

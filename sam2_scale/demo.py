@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from sam2_scale import atomic
 from sam2_scale.config import load_config
-from sam2_scale.prep.shards import write_json_atomic
 from sam2_scale.train.distributed import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def main(argv=None):
     summary = {"jf_before": before, "jf_after": after, "jf_gain": after - before, "seconds": time.time() - start}
     verdict = "learned" if after - before >= TARGET_GAIN else f"below the +{TARGET_GAIN} of the full demo"
     summary["learned"] = after - before >= TARGET_GAIN
-    write_json_atomic(out / "summary.json", summary)
+    atomic.write_json(out / "summary.json", summary)
     print(
         f"""
 [demo] held-out J&F: {before:.3f} before training -> {after:.3f} after ({after - before:+.3f}, {verdict})

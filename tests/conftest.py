@@ -9,7 +9,7 @@ from sam2_scale.prep.davis import DavisSource, find_davis_items
 from sam2_scale.prep.sa1b import Sa1bSource, find_sa1b_items
 from sam2_scale.prep.sav import SavSource, find_sav_items
 from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
-from sam2_scale.prep.synthetic import write_synthetic_dataset
+from sam2_scale.synthetic import write_synthetic_dataset
 
 DATA = Path(__file__).parent / "data"
 

@@ -106,7 +106,12 @@ def datasets(*replacements):
             ["train.strategy=deepspeed", "train.deepspeed_config=ds_configs/zero9.json"],
             r"train\.deepspeed_config: 'ds_configs/zero9\.json' is not a file",
         ),
-        ([datasets(("video", "vidoe"))], r"data\.datasets\[0\] \(sav\)\.kind: 'vidoe' is not one of video, image"),
+        ([datasets(("video", "vidoe"))], r"data\.datasets\[0\]\.kind: 'vidoe' is not one of 'video', 'image'"),
+        (["model.size=huge"], r"model\.size: 'huge' is not one of 'tiny', 'small', 'base_plus', 'large'"),
+        (["train.strategy=zero"], r"train\.strategy: 'zero' is not one of 'ddp', 'deepspeed', 'fsdp'"),
+        (["model.activation_checkpointing=[hiera, neck]"], r"model\.activation_checkpointing\[1\]: 'neck' is not one of"),
+        (["train.deepspeed_config=ds_configs/zero3.json"], r"train\.deepspeed_config: is only read by train\.strategy=deepspeed"),
+        (["train.strategy=ddp", "train.fsdp_reshard_after_forward=false"], r"train\.fsdp_reshard_after_forward: is only read by"),
         ([datasets(("num_frames: 8", "num_frames: 0"))], r"data\.datasets\[0\] \(sav\)\.num_frames: must be >= 1"),
         ([datasets(("video", "image"))], r"\(sav\)\.num_frames: an image dataset gives 1-frame clips, got 8"),
         ([datasets(("batch_size: 1", "batch_size: 0"))], r"\(sav\)\.batch_size: must be >= 1"),
@@ -114,6 +119,28 @@ def datasets(*replacements):
         (["optim.betas=[1, 2, 3, x]"], r"optim\.betas: expected 2 values, got 4"),
         (["optim.betas=[0.9, x]"], r"optim\.betas\[1\]: expected a number, got 'x'"),
         (["data.datasets.0.num_frames=4"], r"override data\.datasets\.0\.num_frames: the config file lists no datasets"),
+        (["train.max_nonfinite_steps=0"], r"train\.max_nonfinite_steps: must be >= 1, got 0"),
+        (["train.preempt_grace_s=0"], r"train\.preempt_grace_s: must be > 0 seconds"),
+        (["train.grad_clip=-1"], r"train\.grad_clip: must be >= 0, got -1\.0 \(0 = no clipping\)"),
+        (["train.ema_decay=1"], r"train\.ema_decay: must be in \[0, 1\) \(0 = off\)"),
+        (["checkpoint.keep=-1"], r"checkpoint\.keep: must be >= 0, got -1 \(0 = keep all\)"),
+        (["optim.total_steps=0", "optim.warmup_steps=0"], r"optim\.total_steps: must be >= 1, got 0"),
+        (["model.image_size=100", "data.resolution=100"], r"data\.resolution: must be a multiple of 32"),
+        (["data.num_workers=-1"], r"data\.num_workers: must be >= 0"),
+        (["data.shuffle_buffer=-1"], r"data\.shuffle_buffer: must be >= 0"),
+        (["data.max_skipped_in_a_row=0"], r"data\.max_skipped_in_a_row: must be >= 1"),
+        ([datasets(("/s/sav-*.tar", "''"))], r"\(sav\)\.shards: is empty; give a glob or brace pattern"),
+        ([datasets(("num_frames: 8", "num_frames: 8, max_num_objects: 0"))], r"\(sav\)\.max_num_objects: must be >= 1"),
+        ([datasets(("num_frames: 8", "num_frames: 8, weight: -1"))], r"\(sav\)\.weight: must be >= 0"),
+        ([datasets(("num_frames: 8", "num_frames: 8, weight: 0"))], r"data\.datasets\[\]\.weight: all weights are 0"),
+        (
+            [datasets(("num_frames: 8", "num_frames: 8, reverse_time_prob: 2"))],
+            r"\(sav\)\.reverse_time_prob: must be in \[0, 1\]",
+        ),
+        (["eval.every=-1"], r"eval\.every: must be >= 0, got -1 \(0 = only at the end\)"),
+        (["eval.protocol_every=-1"], r"eval\.protocol_every: must be >= 0"),
+        (["eval.protocol_max_videos=-1"], r"eval\.protocol_max_videos: must be >= 0, got -1 \(0 = all\)"),
+        (["eval.protocol=davis"], r"eval\.protocol_data: eval\.protocol=davis needs held-out videos"),
     ],
 )
 def test_values_that_cannot_work_are_refused_naming_the_key(overrides, message):
@@ -169,3 +196,41 @@ def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
         text=True,
     )
     assert bad.returncode == 1 and "train.log_every: must be >= 1, got 0" in bad.stderr
+
+
+def sections(cls=None):
+    """Every dataclass of the schema, from Config down."""
+    import dataclasses
+    import typing
+
+    from sam2_scale.config import Config
+
+    cls = cls or Config
+    found = [cls]
+    for hint in typing.get_type_hints(cls).values():
+        for tp in (hint, *typing.get_args(hint)):
+            if dataclasses.is_dataclass(tp) and tp not in found:
+                found += [c for c in sections(tp) if c not in found]
+    return found
+
+
+def test_every_field_of_the_schema_says_what_it_is():
+    import dataclasses
+
+    from sam2_scale.config.loading import field_docs
+
+    undocumented = [
+        f"{cls.__name__}.{f.name}" for cls in sections() for f in dataclasses.fields(cls) if not field_docs(cls)[f.name]
+    ]
+    assert len(sections()) == 12 and not undocumented, undocumented
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_dumped_config_loads_back_equal_with_a_comment_on_every_field(path, tmp_path):
+    from sam2_scale.config import dump
+
+    cfg = load_config(path)
+    text = dump(cfg)
+    assert load_config(write(tmp_path, text)) == cfg
+    keyed = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert all("  # " in line for line in keyed), [line for line in keyed if "  # " not in line][:3]

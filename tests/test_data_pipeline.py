@@ -14,15 +14,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from sam2_scale.config import AugmentConfig, DataConfig, DatasetConfig
 from sam2_scale.data.batch import collate_clips
 from sam2_scale.data.ledger import Ledger
 from sam2_scale.data.mixing import MixedLoader
-from sam2_scale.data.streams import DataConfig, DatasetConfig, clip_pipeline
-from sam2_scale.data.transforms import AugmentConfig, ClipAugment
+from sam2_scale.data.streams import clip_pipeline
+from sam2_scale.data.transforms import ClipAugment
 from sam2_scale.prep.sa1b import Sa1bSource, find_sa1b_items
 from sam2_scale.prep.sav import SavSource, find_sav_items
 from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
-from sam2_scale.prep.synthetic import write_synthetic_dataset
+from sam2_scale.synthetic import write_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

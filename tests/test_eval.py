@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_scale.eval import EvalConfig, boundary_f, boundary_map, evaluate_vos, jaccard
+from sam2_scale.config import EvalConfig
+from sam2_scale.eval import boundary_f, boundary_map, evaluate_vos, jaccard
 from sam2_scale.model import build_sam2
 from sam2_scale.prep.davis import DavisSource, find_davis_items
 from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
-from sam2_scale.prep.synthetic import write_synthetic_dataset
+from sam2_scale.synthetic import write_synthetic_dataset
 
 
 def square(top, left, side=4, size=16):
@@ -173,9 +174,13 @@ def test_max_videos_and_training_modes_are_restored(heldout_shards, tiny_model):
 
 
 def test_scoring_resolution_other_than_the_model_and_autocast(heldout_shards, tiny_model):
+    at_64 = evaluate_vos(tiny_model, EvalConfig(shards=heldout_shards, num_frames=3, max_videos=1))
     cfg = EvalConfig(shards=heldout_shards, num_frames=3, max_videos=1, resolution=96)
-    result = evaluate_vos(tiny_model, cfg, autocast_dtype=torch.bfloat16)
-    assert result["num_videos"] == 1 and 0.0 <= result["J&F"] <= 1.0
+    at_96 = evaluate_vos(tiny_model, cfg)
+    at_96_bf16 = evaluate_vos(tiny_model, cfg, autocast_dtype=torch.bfloat16)
+    assert at_96["num_videos"] == at_96_bf16["num_videos"] == 1
+    assert at_96["J&F"] != at_64["J&F"], "the clips were scored at 96 px, not at the model's 64"
+    assert at_96_bf16["J&F"] == pytest.approx(at_96["J&F"], abs=0.005), "bf16 autocast scores about what fp32 does"
 
 
 def test_missing_shards_and_unusable_clips_are_errors(heldout_shards, tiny_model, tmp_path):

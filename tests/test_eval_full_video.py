@@ -22,7 +22,7 @@ from sam2_scale.eval.videos import BadVideo, folder_videos
 from sam2_scale.model import build_sam2, save_checkpoint
 from sam2_scale.prep.davis import DavisSource, find_davis_items
 from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
-from sam2_scale.prep.synthetic import write_synthetic_dataset
+from sam2_scale.synthetic import write_synthetic_dataset
 
 MODEL = ["--size", "tiny", "--image-size", "64", "--no-progress"]
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam2_scale.objective.loss import LossConfig, MultiStepLoss, mask_losses
+from sam2_scale.config import LossConfig
+from sam2_scale.objective.loss import MultiStepLoss, mask_losses
 
 BIG = 50.0  # a logit whose sigmoid is 1 (or 0) in fp32
 

@@ -23,9 +23,9 @@ from PIL import Image
 from sam2_scale.data import rle as rle_utils
 from sam2_scale.data import schema
 from sam2_scale.prep.shards import ShardPlan, Source, build_shard
-from sam2_scale.prep.synthetic import write_synthetic_dataset
 from sam2_scale.prep.tar_io import iter_samples
 from sam2_scale.prep.verify import verify_shards
+from sam2_scale.synthetic import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MAKE = [sys.executable, str(ROOT / "data_prep" / "make_shards.py")]

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
+from sam2_scale.config import OptimConfig
 from sam2_scale.model import build_sam2
 from sam2_scale.train.optim import (
     LRScheduler,
-    OptimConfig,
     build_optimizer,
     build_param_groups,
     format_param_rules,

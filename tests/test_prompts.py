@@ -5,9 +5,9 @@ from collections import Counter
 import numpy as np
 import torch
 
+from sam2_scale.config import PromptConfig
 from sam2_scale.objective.prompts import (
     PixelNoise,
-    PromptConfig,
     mask_to_box,
     micro_batch_seeds,
     sample_box_prompt,

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from sam2_scale.prep.synthetic import (
+from sam2_scale.data.rle import encode as encode_rle
+from sam2_scale.synthetic import (
     ANNOTATION_STRIDE,
     dataset_seed,
-    encode_rle,
     make_scene,
     render_image,
     render_video,
@@ -316,7 +316,7 @@ def test_cli_runs_as_a_script(tmp_path):
 
 
 def test_easy_style_is_one_big_slow_shape_per_video():
-    from sam2_scale.prep.synthetic import EASY, HARD
+    from sam2_scale.synthetic import EASY, HARD
 
     def mean_speed(scene):
         return np.mean([np.hypot(*shape.velocity) for shape in scene.shapes])

@@ -19,8 +19,9 @@ import pytest
 import torch
 from tiny_run import write_config
 
+from sam2_scale.config import DataConfig, DatasetConfig
 from sam2_scale.data.mixing import MixedLoader
-from sam2_scale.data.streams import DataConfig, DatasetConfig, NoClipsError
+from sam2_scale.data.streams import NoClipsError
 from sam2_scale.train.preemption import EXIT_NONFINITE, EXIT_PREEMPTED
 
 # Real training runs, clusters or the whole demo: the full tier only (`make test`).

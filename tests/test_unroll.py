@@ -10,11 +10,12 @@ import torch.multiprocessing as mp
 from grads import assert_same_gradients
 from tracking_driver import synthetic_clip
 
+from sam2_scale.config import LossConfig, OptimConfig, PromptConfig
 from sam2_scale.data.batch import Batch
 from sam2_scale.model import build_sam2, set_activation_checkpointing
-from sam2_scale.objective import LossConfig, MultiStepLoss, PromptConfig, sample_scenario, unroll_clip
+from sam2_scale.objective import MultiStepLoss, sample_scenario, unroll_clip
 from sam2_scale.objective.prompts import ClipScenario, PixelNoise, micro_batch_seeds
-from sam2_scale.train.optim import OptimConfig, build_optimizer
+from sam2_scale.train.optim import build_optimizer
 
 
 def clip_batch(num_frames, num_objects, size, seed=0):

@@ -23,7 +23,6 @@ import collections
 import glob
 import os
 import re
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,31 +32,7 @@ from braceexpand import braceexpand
 
 from .clips import ClipConfig, image_clip, video_clip
 from .ledger import Ledger
-from .transforms import AugmentConfig, ClipAugment
-
-
-@dataclass
-class DatasetConfig:
-    name: str = "sav"
-    shards: str = ""  # glob or brace pattern of shard tars, e.g. /data/sav/shard-{000000..000099}.tar
-    kind: str = "video"  # video | image
-    batch_size: int = 1
-    weight: float = 1.0  # relative probability of a step drawing this dataset
-    num_frames: int = 8
-    max_num_objects: int = 3
-    reverse_time_prob: float = 0.0
-
-
-@dataclass
-class DataConfig:
-    datasets: list[DatasetConfig] = field(default_factory=list)
-    resolution: int = 1024
-    num_workers: int = 2
-    shuffle_buffer: int = 64
-    seed: int = 0
-    resampled: bool = True  # infinite, i.i.d. shard draws (training); False: each shard once (evaluation)
-    max_skipped_in_a_row: int = 1000  # inputs skipped without one clip before a dataset is declared unusable
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+from .transforms import ClipAugment
 
 
 def expand_shards(pattern):

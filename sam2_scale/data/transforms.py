@@ -13,31 +13,17 @@ the reference applies it before resizing, so the geometry equals the reference's
 
 import functools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config.schema import AugmentConfig
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AFFINE_FILL = (123 / 255, 116 / 255, 103 / 255)  # the reference's fill for uncovered pixels
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-@dataclass
-class AugmentConfig:
-    hflip_prob: float = 0.5
-    degrees: float = 25.0
-    shear: float = 20.0
-    brightness: float = 0.1  # clip-consistent jitter
-    contrast: float = 0.03
-    saturation: float = 0.03
-    grayscale_prob: float = 0.05
-    frame_brightness: float = 0.1  # per-frame jitter
-    frame_contrast: float = 0.05
-    frame_saturation: float = 0.05
-    enabled: bool = True  # False: resize + normalise only (evaluation)
 
 
 def affine_matrix(angle, shear_x, flip, width, height):

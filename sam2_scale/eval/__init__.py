@@ -2,14 +2,12 @@
 full videos under the published protocols, and the trainer's quick clip proxy."""
 
 from .clip_proxy import evaluate_vos
-from .config import EvalConfig
 from .full_video import evaluate_videos
 from .jf import boundary_f, boundary_map, jaccard
 from .predictor import VideoPredictor
 from .videos import EvalVideo, folder_videos, shard_videos
 
 __all__ = [
-    "EvalConfig",
     "EvalVideo",
     "VideoPredictor",
     "boundary_f",

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .. import atomic
+from ..config.schema import EvalConfig
 from ..data.streams import SkipCounter
 from ..model import build_sam2, load_checkpoint
-from ..prep.shards import write_json_atomic
 from .clip_proxy import evaluate_vos
-from .config import EvalConfig
 from .full_video import evaluate_videos, per_video
 from .videos import folder_videos, shard_videos
 
@@ -43,7 +43,8 @@ from .videos import folder_videos, shard_videos
 def load_model(checkpoint, size, image_size, ema, device):
     path = Path(checkpoint)
     if path.is_dir():
-        from ..train.export import consolidated_state_dict, find_checkpoint
+        from ..checkpoints.layout import find_checkpoint
+        from ..checkpoints.weights import consolidated_state_dict
 
         state, config = consolidated_state_dict(find_checkpoint(path), ema=ema)
         model = build_sam2(config["model"]["size"], image_size=config["model"]["image_size"])
@@ -143,12 +144,9 @@ def main(argv=None):
                     print("no frame was scored: the ground truth covers only unscored frames (e.g. MOSE val's first frame);")
                     print("the --write-masks PNGs are what the dataset's evaluation server scores")
                 if args.csv:
-                    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-                    tmp = Path(args.csv).with_name(f".{Path(args.csv).name}.tmp")
-                    tmp.write_text(scores_csv(scores))
-                    os.replace(tmp, args.csv)
+                    atomic.write_text(args.csv, scores_csv(scores))
         if args.json and rank == 0:
-            write_json_atomic(args.json, {"protocol": args.protocol, "checkpoint": str(args.checkpoint), **scores})
+            atomic.write_json(args.json, {"protocol": args.protocol, "checkpoint": str(args.checkpoint), **scores})
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 
+from ..config.schema import AugmentConfig, EvalConfig
 from ..data.clips import ClipConfig, video_clip
 from ..data.streams import SkipCounter, expand_shards
-from ..data.transforms import AugmentConfig, ClipAugment, normalize_frames
-from .config import EvalConfig
+from ..data.transforms import ClipAugment, normalize_frames
 from .jf import boundary_f, jaccard
 
 

@@ -2,22 +2,20 @@
 frame (`DIR/<video>/<frame>.png`, pixel value = object id; DAVIS, MOSE) or one binary PNG per
 object and frame (`DIR/<video>/<object id:03d>/<frame>.png`; SA-V). Writes are atomic."""
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_path
 from ..prep.davis import davis_palette
 
 
 def _save(path, array, palette):
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(array)
     img.putpalette(palette)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def write_frame_masks(out_dir, video, position, masks, per_object, palette=None):

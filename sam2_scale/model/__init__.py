@@ -2,7 +2,16 @@
 
 from .checkpoint_io import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .sam2 import SAM2Base
-from .sizes import CHECKPOINT_REGIONS, NUM_PARAMETERS, SIZES, build_sam2, set_activation_checkpointing
+from .sizes import (
+    CHECKPOINT_REGIONS,
+    NUM_PARAMETERS,
+    SIZES,
+    TOP_LEVEL_MODULES,
+    build_sam2,
+    repeated_blocks,
+    set_activation_checkpointing,
+    top_level_module,
+)
 
 __all__ = [
     "SAM2Base",
@@ -14,4 +23,7 @@ __all__ = [
     "CheckpointMismatchError",
     "SIZES",
     "NUM_PARAMETERS",
+    "TOP_LEVEL_MODULES",
+    "repeated_blocks",
+    "top_level_module",
 ]

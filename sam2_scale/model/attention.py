@@ -10,13 +10,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .position import apply_axial_rope, axial_rope_table
 
-# torch.nn.attention.SDPBackend members by their config names.
-ATTENTION_BACKENDS = ("flash", "efficient", "cudnn", "math")
-
 
 def attention_kernels(names):
     """A context that makes every scaled-dot-product attention use the first of `names` that
-    supports its inputs (see ATTENTION_BACKENDS); no names: PyTorch's own choice."""
+    supports its inputs (config.schema.ATTENTION_BACKENDS); no names: PyTorch's own choice."""
     if not names:
         return contextlib.nullcontext()
     members = {

@@ -1,9 +1,8 @@
 """Checkpoints in Meta's format: a torch file holding {"model": state_dict, ...}."""
 
-import os
-import tempfile
-
 import torch
+
+from ..atomic import atomic_path
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -58,17 +57,8 @@ def load_checkpoint(model, path):
 
 def atomic_torch_save(obj, path):
     """torch.save to a temp file in the same folder, then rename: readers never see a partial file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

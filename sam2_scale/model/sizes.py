@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config.schema import CHECKPOINT_REGIONS
 from .hiera import Hiera
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
@@ -29,10 +30,30 @@ SIZES = {
     "large": TrunkSpec(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8), window_pos_embed_bkg_spatial_size=(7, 7)),
 }
 
-# Parts of the model whose activations can be recomputed in backward instead of kept: the big,
-# FLOP-heavy ones (Hiera blocks, memory-attention layers) and the launch-bound ones (each pass
-# of the SAM heads, of the memory encoder), separately.
-CHECKPOINT_REGIONS = ("hiera", "memory_attention", "heads", "memory_encoder")
+
+# SAM2Base's top-level modules, the groups of per-module gradient norms; other parameters
+# (memory embeddings, tokens) are "other".
+TOP_LEVEL_MODULES = (
+    "image_encoder",
+    "memory_attention",
+    "memory_encoder",
+    "sam_prompt_encoder",
+    "sam_mask_decoder",
+    "obj_ptr_proj",
+    "obj_ptr_tpos_proj",
+)
+
+
+def top_level_module(param_name):
+    top = param_name.split(".", 1)[0]
+    return top if top in TOP_LEVEL_MODULES else "other"
+
+
+def repeated_blocks(model):
+    """The blocks that repeat (Hiera blocks, memory-attention layers): where the activations are,
+    and the units that FSDP shards one by one."""
+    return list(model.image_encoder.trunk.blocks) + list(model.memory_attention.layers)
+
 
 # Parameter counts of the released models (all four match Meta's SAM2Base exactly).
 NUM_PARAMETERS = {"tiny": 38_962_498, "small": 46_060_354, "base_plus": 80_850_178, "large": 224_446_642}

@@ -1,25 +1,12 @@
 """The SAM 2.1 multi-step loss: focal + dice on the best of the multimask outputs, L1 on the
 predicted IoU of every mask, BCE on the object score; summed over correction steps and frames."""
 
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..config.schema import LossConfig
 from ..model.compile import mark_objects_dynamic
-
-
-@dataclass
-class LossConfig:
-    weight_mask: float = 20.0  # focal
-    weight_dice: float = 1.0
-    weight_iou: float = 1.0
-    weight_class: float = 1.0  # object score
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    supervise_all_iou: bool = True  # IoU loss on all 3 masks, not only the best
-    iou_use_l1_loss: bool = True
 
 
 class _MaskLosses(torch.autograd.Function):

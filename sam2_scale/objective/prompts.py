@@ -18,23 +18,6 @@ import torch
 
 
 @dataclass
-class PromptConfig:
-    """The SAM 2.1 training values (sam2.1_training_hparams.json, prompt_simulation_train)."""
-
-    prob_to_use_pt_input: float = 0.5  # else GT masks prompt the initial frames
-    prob_to_use_box_input: float = 0.5  # per initial frame, given point input: P(box) = 0.25
-    num_init_cond_frames: int = 2
-    rand_init_cond_frames: bool = True  # uniform in 1..num_init_cond_frames
-    num_frames_to_correct: int = 2
-    rand_frames_to_correct: bool = True  # uniform in #init..num_frames_to_correct
-    num_correction_pt_per_frame: int = 7
-    prob_to_sample_from_gt: float = 0.1  # per correction click: sample as if nothing was predicted
-    add_all_frames_to_correct_as_cond: bool = True
-    box_noise: float = 0.1  # fraction of the box side
-    box_noise_bound: float = 20.0  # pixels
-
-
-@dataclass
 class ClipScenario:
     num_frames: int
     use_pt_input: bool

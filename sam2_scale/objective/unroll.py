@@ -8,8 +8,9 @@ the device either: every decision is the scenario's, made on the host beforehand
 
 import torch
 
+from ..config.schema import PromptConfig
 from ..data.transforms import normalize_frames
-from .prompts import PromptConfig, concat_points, sample_box_prompt, sample_click_from_error
+from .prompts import concat_points, sample_box_prompt, sample_click_from_error
 
 
 def unroll_clip(model, batch, scenario, noise, cfg=None):

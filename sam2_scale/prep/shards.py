@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..atomic import atomic_path, fsync_file, temp_beside, temps_of, write_json
 from .tar_io import add_member
 
 
@@ -69,27 +70,13 @@ class SettingsMismatch(Exception):
     """The output folder holds (part of) a shard build made with other settings or inputs."""
 
 
-def _write_temp_json(path, obj):
-    """`obj` in a new, fsynced temp file next to `path` (a unique name: tasks share folders)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    return Path(tmp)
-
-
-def write_json_atomic(path, obj):
-    os.replace(_write_temp_json(path, obj), path)
-    return Path(path)
-
-
 def _create_json_once(path, obj):
     """Write `obj` to `path` atomically unless `path` exists; False when it did (e.g. another
     task of the job array recorded its settings first)."""
-    tmp = _write_temp_json(path, obj)
+    tmp = temp_beside(path)
     try:
+        tmp.write_text(json.dumps(obj, indent=1))
+        fsync_file(tmp)
         os.link(tmp, path)  # atomic and exclusive: exactly one task creates the record
     except FileExistsError:
         return False
@@ -183,10 +170,12 @@ def build_shard(plan, out_dir, source):
     """Build one shard from `source` (see `Source`); returns the shard's stats."""
     out_dir = Path(out_dir)
     start = time.time()
-    tmp_tar = out_dir / f".{plan.name}.tar.tmp-{os.getpid()}"
     stats = {"shard": plan.name, "items": len(plan.items), "samples": 0, "frames": 0, "bytes": 0, "failures": [], "keys": []}
     keys = set()
-    with open(tmp_tar, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as sink:
+    with (
+        atomic_path(out_dir / f"{plan.name}.tar") as tmp_tar,
+        tarfile.open(tmp_tar, mode="w") as sink,
+    ):
         for item in plan.items:
             try:
                 for key_hint, produce in source.producers(item):
@@ -210,12 +199,8 @@ def build_shard(plan, out_dir, source):
                     keys.add(key)
             except SampleError as exc:  # the item itself is unreadable (e.g. a corrupt tar)
                 stats["failures"].append({"source": str(item), "reason": str(exc)})
-        sink.close()  # the end-of-archive blocks, before the sync
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp_tar, out_dir / f"{plan.name}.tar")
     stats["seconds"] = round(time.time() - start, 3)
-    write_json_atomic(out_dir / f"{plan.name}.stats.json", stats)
+    write_json(out_dir / f"{plan.name}.stats.json", stats)
     return stats
 
 
@@ -243,7 +228,7 @@ def _build_shard_entry(args):
 
 def _remove_stale_temp_files(out_dir, plans):
     for plan in plans:
-        for stale in out_dir.glob(f".{plan.name}.tar.tmp-*"):
+        for stale in temps_of(out_dir / f"{plan.name}.tar"):
             stale.unlink(missing_ok=True)
 
 
@@ -305,5 +290,5 @@ def write_manifest(out_dir, plans, kind, settings):
         "failures": failures,
         "settings": settings,
     }
-    write_json_atomic(out_dir / "manifest.json", manifest)
+    write_json(out_dir / "manifest.json", manifest)
     return manifest

@@ -1,14 +1,7 @@
-"""Training checkpoints: sharded, atomic, with a `latest` pointer and keep-last-k.
-
-    <root>/step_00001000/engine/         model + optimizer + schedule (+ EMA), written by the
-                                         engine (DCP shards, or DeepSpeed's own files)
-    <root>/step_00001000/trainer/rank_00003.pt   per rank: RNG states and the data position of
-                                                 the whole run (the same in every file); tensors
-                                                 and plain values only: read with
-                                                 weights_only=True, see safe_load.py; prompts
-                                                 are seeded by the step, nothing to keep
-    <root>/step_00001000/meta.json       step, strategy, world size, W&B run id, config
-    <root>/latest                        name of the newest complete checkpoint
+"""Saving and resuming training checkpoints: sharded, atomic, with a `latest` pointer and
+keep-last-k, in the layout of checkpoints/layout.py. The per-rank trainer state holds RNG states
+and the data position of the whole run (the same in every file), as tensors and plain values
+only (read weights-only, checkpoints/safe_load.py); prompts are seeded by the step, nothing to keep.
 
 Every rank writes into `step_XXXXXXXX.tmp/`; after a barrier rank 0 adds meta.json and renames
 the folder, then rewrites `latest` (temp file + rename). A crash at any moment leaves either a
@@ -23,7 +16,6 @@ new ranks, gradient accumulation is recomputed so that the global batch stays wh
 import json
 import os
 import random
-import re
 import shutil
 import time
 from pathlib import Path
@@ -32,15 +24,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .safe_load import torch_load
-
-STEP_DIR = re.compile(r"^step_(\d{8})$")
-
-
-def atomic_write_text(path, text):
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from .. import atomic
+from ..checkpoints.layout import (
+    ENGINE_DIR,
+    LATEST_FILE,
+    META_FILE,
+    TRAINER_DIR,
+    CheckpointError,
+    complete_checkpoints,
+    latest_checkpoint,
+    read_meta,
+    step_dir_name,
+)
+from ..checkpoints.safe_load import torch_load
 
 
 def rng_state():
@@ -73,40 +69,6 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that this run cannot resume from (damaged, or written by another setup)."""
-
-
-# What a resume reads from meta.json, and its type.
-META_FIELDS = {"step": int, "strategy": str, "world_size": int}
-
-
-def read_meta(path):
-    """meta.json of checkpoint folder `path`, checked to hold what a resume needs."""
-    path = Path(path)
-    meta_file = path / "meta.json"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        others = [str(p) for p in _complete(path.parent) if p.name != path.name]
-        raise CheckpointError(
-            f"{meta_file} is damaged ({exc}). Resume from another checkpoint with --resume DIR "
-            f"({', '.join(others) if others else 'there is no other one here'}), or remove this one."
-        ) from None
-    missing = [key for key, kind in META_FIELDS.items() if not isinstance(meta, dict) or not isinstance(meta.get(key), kind)]
-    if missing:
-        raise CheckpointError(f"{meta_file} is damaged: {', '.join(missing)} missing or of the wrong type")
-    return meta
-
-
-def _complete(root):
-    """Complete checkpoints (a step folder with meta.json) under `root`, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found) if (p / "meta.json").is_file()]
-
-
 class Checkpointer:
     def __init__(self, root, keep, dist_info, every=0):
         self.root = Path(root)
@@ -116,17 +78,10 @@ class Checkpointer:
 
     def complete(self):
         """Complete checkpoints, oldest first."""
-        return _complete(self.root)
+        return complete_checkpoints(self.root)
 
     def latest(self):
-        """The newest complete checkpoint: the `latest` pointer if it names one, else a scan."""
-        pointer = self.root / "latest"
-        if pointer.is_file():
-            candidate = self.root / pointer.read_text().strip()
-            if (candidate / "meta.json").is_file():
-                return candidate
-        done = self.complete()
-        return done[-1] if done else None
+        return latest_checkpoint(self.root)
 
     def resolve(self, resume, strategy=None):
         """`auto` (the latest, or None for a fresh start), `none`, or a checkpoint folder. With
@@ -135,8 +90,8 @@ class Checkpointer:
         if resume == "none":
             return None
         path = self.latest() if resume == "auto" else Path(resume)
-        if resume != "auto" and not (path / "meta.json").is_file():
-            raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no meta.json)")
+        if resume != "auto" and not (path / META_FILE).is_file():
+            raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no {META_FILE})")
         if path is not None and strategy is not None:
             self.check_compatible(path, strategy)
         return path
@@ -161,23 +116,23 @@ class Checkpointer:
 
     def save(self, step, engine, trainer_state, meta):
         """Collective: every rank calls it with its own trainer_state."""
-        final = self.root / f"step_{step:08d}"
-        tmp = self.root / f"step_{step:08d}.tmp"
+        final = self.root / step_dir_name(step)
+        tmp = self.root / f"{final.name}.tmp"
         if self.dist.is_main:
             for stale in self.root.glob("step_*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
-            (tmp / "trainer").mkdir(parents=True)
+            (tmp / TRAINER_DIR).mkdir(parents=True)
         dist.barrier()
-        engine.save(str(tmp / "engine"))
-        torch.save(trainer_state, tmp / "trainer" / f"rank_{self.dist.rank:05d}.pt")
+        engine.save(str(tmp / ENGINE_DIR))
+        torch.save(trainer_state, tmp / TRAINER_DIR / f"rank_{self.dist.rank:05d}.pt")
         dist.barrier()
         if self.dist.is_main:
             meta = {**meta, "step": step, "world_size": self.dist.world_size, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
             if final.exists():  # the same step saved again (e.g. preemption right after a periodic save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            atomic_write_text(self.root / "latest", final.name)
+            atomic.write_text(self.root / LATEST_FILE, final.name)
             for old in self.complete()[: -self.keep] if self.keep > 0 else []:
                 shutil.rmtree(old, ignore_errors=True)
         dist.barrier()
@@ -190,10 +145,10 @@ class Checkpointer:
         meta = self.check_compatible(path, engine.name)
         resharded = meta["world_size"] != self.dist.world_size
         # Read first: it is small, and a file that would run code stops the resume before the engine loads.
-        trainer_state = torch_load(path / "trainer" / f"rank_{0 if resharded else self.dist.rank:05d}.pt")
+        trainer_state = torch_load(path / TRAINER_DIR / f"rank_{0 if resharded else self.dist.rank:05d}.pt")
         if resharded:
             trainer_state.pop("rng")
-        engine.load(str(path / "engine"), resharded=resharded)
+        engine.load(str(path / ENGINE_DIR), resharded=resharded)
         return meta, trainer_state
 
 

@@ -24,10 +24,10 @@ from deepspeed.utils import (
     safe_set_full_optimizer_state,
 )
 
+from ..checkpoints.layout import ELASTIC_FILE
+from ..checkpoints.safe_load import deepspeed_globals, torch_load, weights_only_loads
 from .engine import Engine, TrainingStep, make_optimizer
-from .safe_load import deepspeed_globals, torch_load, weights_only_loads
 
-ELASTIC_FILE = "elastic.pt"
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 TRAINER_OWNED = {

@@ -27,28 +27,13 @@ import torch.nn as nn
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
+from ..checkpoints.safe_load import dcp_load, read_dcp_metadata
+from ..model import TOP_LEVEL_MODULES, top_level_module
 from ..model.attention import attention_kernels
 from ..model.compile import compile_regions
 from ..objective import MultiStepLoss, unroll_clip
 from ..objective.prompts import PixelNoise, micro_batch_seeds, sample_scenario
 from .optim import LRScheduler, apply_freezing, build_optimizer, param_rules
-from .safe_load import dcp_load, read_dcp_metadata
-
-# Grad norms are reported per top-level module of SAM2Base; anything else is "other".
-TOP_LEVEL_MODULES = (
-    "image_encoder",
-    "memory_attention",
-    "memory_encoder",
-    "sam_prompt_encoder",
-    "sam_mask_decoder",
-    "obj_ptr_proj",
-    "obj_ptr_tpos_proj",
-)
-
-
-def module_of(param_name):
-    top = param_name.split(".", 1)[0]
-    return top if top in TOP_LEVEL_MODULES else "other"
 
 
 class TrainingStep(nn.Module):
@@ -245,7 +230,7 @@ class Engine:
         names = list(TOP_LEVEL_MODULES) + ["other"]
         sq = torch.zeros(len(names), dtype=torch.float64, device=self.dist.device)
         for name, grad in self.named_grads():
-            sq[names.index(module_of(name))] += grad.double().pow(2).sum()
+            sq[names.index(top_level_module(name))] += grad.double().pow(2).sum()
         if self.grads_are_sharded():
             dist.all_reduce(sq)
         norms = {name: math.sqrt(v) for name, v in zip(names, sq.tolist()) if v > 0}

@@ -11,11 +11,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from ..model import repeated_blocks
 from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer
-
-
-def repeated_blocks(model):
-    return list(model.image_encoder.trunk.blocks) + list(model.memory_attention.layers)
 
 
 def _layer_norm_input_to_weight_dtype(module, args):

@@ -12,27 +12,10 @@ The rules, as the reference recipe applies them:
 
 import fnmatch
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch.distributed.tensor import DTensor
-
-
-@dataclass
-class OptimConfig:
-    base_lr: float = 5e-6
-    vision_lr: float = 3e-6
-    min_lr_ratio: float = 0.1  # cosine ends at start * ratio (5e-6 -> 5e-7 in the reference)
-    weight_decay: float = 0.1
-    layer_decay: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    schedule: str = "cosine"  # cosine | constant | rsqrt
-    warmup_steps: int = 0
-    total_steps: int = 1000
-    rsqrt_timescale: int = 1000  # rsqrt: lr ∝ 1/sqrt(1 + step/timescale) after warmup
-    trainable: list = field(default_factory=list)  # name patterns; if set, everything else is frozen
-    frozen: list = field(default_factory=list)  # name patterns frozen (applied after `trainable`)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,8 @@ that knows them all, so the loop picks a strategy without naming one. Engines ar
 picked: DeepSpeed is heavy to import.
 """
 
+from ..config.schema import STRATEGIES
 from .engine import prepare_model
-
-STRATEGIES = ("ddp", "deepspeed", "fsdp")
 
 
 def engine_class(strategy):

@@ -18,19 +18,19 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 
+from .. import atomic
+from ..checkpoints.layout import CheckpointError, read_meta
+from ..checkpoints.safe_load import UnsafeCheckpointError
 from ..config import ConfigError, load_config
+from ..config import dump as dump_config
 from ..data.batch import collate_clips
 from ..data.mixing import MixedLoader
 from ..data.streams import NoClipsError, clip_pipeline
 from ..model import build_sam2, load_checkpoint
 from .checkpoint import (
     Checkpointer,
-    CheckpointError,
-    atomic_write_text,
     derive_rng_state,
-    read_meta,
     resize_accumulation,
     rng_state,
     set_rng_state,
@@ -40,7 +40,6 @@ from .evaluator import Evaluator
 from .flops import MicroBatchFlops
 from .metrics import MetricsSink, StepMetrics, peak_flops
 from .preemption import EXIT_NONFINITE, EXIT_PREEMPTED, Preemption
-from .safe_load import UnsafeCheckpointError
 from .strategies import build_engine
 
 
@@ -112,7 +111,7 @@ def train(cfg, resume="auto"):
         log(f"resumed from {resume_from} at step {start_step}", dist_info)
     sink = MetricsSink(cfg, out, dist_info.is_main, run_id=run_id)
     if dist_info.is_main:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        atomic.write_text(out / "config.yaml", dump_config(cfg))
 
     num_params = sum(p.numel() for p in model.parameters())
     log(
@@ -240,7 +239,9 @@ def main(argv=None):
         "none: start fresh; or a checkpoint folder",
     )
     parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved, validated config as YAML and exit without training"
+        "--print-config",
+        action="store_true",
+        help="print the resolved, validated config as YAML (each field with its meaning) and exit",
     )
     parser.add_argument(
         "--dry-run",
@@ -257,7 +258,7 @@ def main(argv=None):
     try:
         cfg = load_config(args.config, args.overrides)
         if args.print_config:
-            print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+            print(dump_config(cfg), end="")
             return
         if not cfg.data.datasets:
             parser.error("the config has no data.datasets")
