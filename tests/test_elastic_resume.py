@@ -30,7 +30,7 @@ def _engine_worker(rank, world, port, strategy, folder, result_file, train, zero
         [
             f"train.strategy={strategy}",
             "train.precision=fp32",
-            "train.deepspeed_config=" + str(ROOT / "ds_configs" / zero_config),
+            *(["train.deepspeed_config=" + str(ROOT / "ds_configs" / zero_config)] if strategy == "deepspeed" else []),
             f"train.ema_decay={0.0 if zero_config == 'zero3.json' else 0.5}",
             "optim.base_lr=1e-3",
             "optim.vision_lr=1e-3",
@@ -101,7 +101,7 @@ def _run_config(tmp_path, shards, name, strategy, accum, **train):
         train={
             "strategy": strategy,
             "grad_accum_steps": accum,
-            "deepspeed_config": str(ROOT / "ds_configs/zero2.json"),
+            **({"deepspeed_config": str(ROOT / "ds_configs/zero2.json")} if strategy == "deepspeed" else {}),
             "log_every": 1,
             **train,
         },

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from tiny_run import write_config
 from tracking_driver import synthetic_clip
 
-from sam2_scale.config import ConfigError, load_config
+from sam2_scale.config import load_config
 from sam2_scale.data.batch import Batch
 from sam2_scale.model import build_sam2, load_checkpoint
 from sam2_scale.train.checkpoint import Checkpointer
@@ -201,7 +201,7 @@ def _one_step(strategy, info, batches, precision="fp32"):
             f"train.strategy={strategy}",
             f"train.precision={precision}",
             f"train.grad_accum_steps={len(batches)}",
-            "train.deepspeed_config=" + str(ROOT / "ds_configs/zero2.json"),
+            *(["train.deepspeed_config=" + str(ROOT / "ds_configs/zero2.json")] if strategy == "deepspeed" else []),
             "prompts.prob_to_use_pt_input=0.0",  # mask prompts on frame 0: no random clicks
             "prompts.num_init_cond_frames=1",
             "optim.base_lr=1e-3",
@@ -314,13 +314,8 @@ def test_nonfinite_steps_are_skipped_then_stop(training_shards, tmp_path):
     assert "non-finite steps in a row" in result.stdout
 
 
-def test_train_config_is_validated(tmp_path):
-    with pytest.raises(ConfigError, match="train: unknown key"):
-        load_config(None, ["train.stratgy=fsdp"])
-    with pytest.raises(ConfigError, match="train.strategy: 'zero' is not one of ddp, deepspeed, fsdp"):
-        load_config(None, ["train.strategy=zero"])
-    with pytest.raises(ConfigError, match="train.grad_accum_steps: expected int"):
-        load_config(None, ["train.grad_accum_steps=two"])
+def test_a_deepspeed_json_setting_what_the_trainer_owns_is_refused(tmp_path):
+    """(The config's own keys are tested in test_config.py.)"""
     bad = tmp_path / "ds.json"
     bad.write_text(json.dumps({"gradient_accumulation_steps": 4, "zero_optimization": {"stage": 2}}))
     from sam2_scale.train.deepspeed_engine import load_ds_config

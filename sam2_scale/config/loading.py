@@ -96,7 +96,7 @@ def _set_dotted(data, dotted, value):
         node[keys[-1]] = value
 
 
-def load_config(path=None, overrides=(), schema=Config):
+def load_config(path=None, overrides=()):
     """Load YAML `path` (or defaults), apply `key.sub=value` overrides, validate."""
     data = {}
     source = path or "<defaults>"
@@ -114,9 +114,8 @@ def load_config(path=None, overrides=(), schema=Config):
                 raise ConfigError(f"override {item!r}: expected key.sub=value")
             key, raw = item.split("=", 1)
             _set_dotted(data, key.strip(), yaml.safe_load(raw))
-        cfg = _build(schema, data, "")
-        if schema is Config:
-            validate(cfg)
+        cfg = _build(Config, data, "")
+        validate(cfg)
         return cfg
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
