@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 
 from .. import atomic
+from ..checkpoints.layout import find_checkpoint
+from ..checkpoints.weights import consolidated_state_dict
 from ..config.schema import EvalConfig
 from ..data.streams import SkipCounter
 from ..model import build_sam2, load_checkpoint
@@ -43,9 +45,6 @@ from .videos import folder_videos, shard_videos
 def load_model(checkpoint, size, image_size, ema, device):
     path = Path(checkpoint)
     if path.is_dir():
-        from ..checkpoints.layout import find_checkpoint
-        from ..checkpoints.weights import consolidated_state_dict
-
         state, config = consolidated_state_dict(find_checkpoint(path), ema=ema)
         model = build_sam2(config["model"]["size"], image_size=config["model"]["image_size"])
         model.load_state_dict(state)

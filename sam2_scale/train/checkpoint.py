@@ -76,20 +76,13 @@ class Checkpointer:
         self.dist = dist_info
         self.every = every  # steps between periodic saves (0: only when forced)
 
-    def complete(self):
-        """Complete checkpoints, oldest first."""
-        return complete_checkpoints(self.root)
-
-    def latest(self):
-        return latest_checkpoint(self.root)
-
     def resolve(self, resume, strategy=None):
         """`auto` (the latest, or None for a fresh start), `none`, or a checkpoint folder. With
         `strategy`, the checkpoint's meta.json is also checked against this run, so that a
         checkpoint it cannot resume from is refused before the model is built."""
         if resume == "none":
             return None
-        path = self.latest() if resume == "auto" else Path(resume)
+        path = latest_checkpoint(self.root) if resume == "auto" else Path(resume)
         if resume != "auto" and not (path / META_FILE).is_file():
             raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no {META_FILE})")
         if path is not None and strategy is not None:
@@ -133,7 +126,7 @@ class Checkpointer:
                 shutil.rmtree(final)
             os.replace(tmp, final)
             atomic.write_text(self.root / LATEST_FILE, final.name)
-            for old in self.complete()[: -self.keep] if self.keep > 0 else []:
+            for old in complete_checkpoints(self.root)[: -self.keep] if self.keep > 0 else []:
                 shutil.rmtree(old, ignore_errors=True)
         dist.barrier()
         return final
