@@ -10,6 +10,8 @@ TORCH_SPEC ?= torch==2.13.0
 REFERENCE_SPEC ?= sam2==1.1.0
 
 STAMP := $(VENV)/.installed
+# One pytest worker per core (2 on CI); tests of one xdist_group (the local SLURM) share a worker.
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $${PYTEST_WORKERS:-2} --dist loadgroup
 
 .PHONY: install demo test test-fast lint bench clean
 
@@ -30,13 +32,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q --durations=25
+	$(PYTEST) --durations=25
 
 # The edit-test loop: units, config, model parts and equivalence at the tiny size (under 3 min
 # on 2 cores). `make test` adds the tests marked slow: real training runs, clusters, the demo.
 test-fast: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep

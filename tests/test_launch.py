@@ -12,8 +12,9 @@ import pytest
 from local_slurm import ClusterUnavailable, sbatch_wait, start_cluster, stop_cluster
 from tiny_run import write_config
 
-# Real training runs, clusters or the whole demo: the full tier only (`make test`).
-pytestmark = pytest.mark.slow
+# Real training runs, clusters or the whole demo: the full tier only (`make test`). One local
+# SLURM at a time (ports, munge): every test that starts one shares a pytest worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Command-line options override the scripts' #SBATCH lines: a GPU job shrunk to this machine.

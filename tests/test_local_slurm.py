@@ -7,8 +7,9 @@ import uuid
 import pytest
 from local_slurm import ClusterUnavailable, sbatch_wait, start_cluster, stop_cluster
 
-# Real training runs, clusters or the whole demo: the full tier only (`make test`).
-pytestmark = pytest.mark.slow
+# Real training runs, clusters or the whole demo: the full tier only (`make test`). One local
+# SLURM at a time (ports, munge): every test that starts one shares a pytest worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 # The machine may be busy with other test runs: generous, though a job here takes about 2 s.
 JOB_TIMEOUT = 180

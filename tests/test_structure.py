@@ -1,8 +1,11 @@
 """The package's imports flow one way: no cycles (counting imports inside functions), and the
-lower layers (model, data, prep, objective) import nothing from the layers that use them."""
+lower layers (model, data, prep, objective) import nothing from the layers that use them; and
+the test suite's shared resources are used by one pytest worker at a time."""
 
 import ast
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).parents[1] / "sam2_scale"
 # A layer may import from the layers before it, never from those after it.
@@ -81,3 +84,17 @@ def test_files_are_renamed_into_place_only_by_atomic_py():
     (prep's settings.json) on file systems without hard links."""
     renaming = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "os.replace(" in p.read_text()}
     assert renaming == {"atomic.py", "train/checkpoint.py", "prep/shards.py"}
+
+
+def test_tests_that_share_a_resource_run_on_one_worker(request):
+    """`make test` runs pytest-xdist with `--dist loadgroup`, which sends the tests of one
+    xdist_group (the local SLURM clusters) to one worker by appending "@group" to their node ids.
+    A pytest that ignores the renamed ids would run them on both workers at once, where the
+    second cluster cannot start and its tests skip."""
+    if not getattr(request.config.option, "loadgroup", False):  # what xdist sets on its workers
+        pytest.skip("runs under `--dist loadgroup` (make test)")
+    grouped = [item for item in request.session.items if item.get_closest_marker("xdist_group")]
+    if not grouped:
+        pytest.skip("no test of an xdist_group selected (make test-fast)")
+    ignored = [item.nodeid for item in grouped if not item.nodeid.endswith("@slurm")]
+    assert not ignored, f"xdist_group not applied to {len(ignored)} tests, e.g. {ignored[0]} (see the pytest pin in setup.py)"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import write_config
+from tiny_run import ROOT, train, trainer_env, write_config
 
 from sam2_scale.config import DataConfig, DatasetConfig
 from sam2_scale.data.mixing import MixedLoader
@@ -27,32 +27,14 @@ from sam2_scale.train.preemption import EXIT_NONFINITE, EXIT_PREEMPTED
 # Real training runs, clusters or the whole demo: the full tier only (`make test`).
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_BUILT = "parameters), strategy"  # the trainer's first line after the model and engine exist
-
-
-def env_for(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", TMPDIR=str(tmp_path), WANDB_SILENT="true")
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-def train(tmp_path, config, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "sam2_scale.train", "--config", str(config), *args],
-        cwd=ROOT,
-        env=env_for(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def export(tmp_path, checkpoint, output, *args):
     return subprocess.run(
         [sys.executable, "-m", "sam2_scale.train.export", str(checkpoint), str(output), *args],
         cwd=ROOT,
-        env=env_for(tmp_path),
+        env=trainer_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
@@ -241,7 +223,7 @@ def test_stop_signal_during_the_last_step_exits_0(training_shards, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sam2_scale.train", "--config", str(config)],
         cwd=ROOT,
-        env=env_for(tmp_path),
+        env=trainer_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -283,7 +265,7 @@ def torchrun(tmp_path, config, log_name, *args, wrapper=True, new_session=False)
             *args,
         ],
         cwd=ROOT,
-        env=env_for(tmp_path),
+        env=trainer_env(tmp_path),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=new_session,
@@ -406,12 +388,13 @@ def trained_checkpoint(training_shards, tmp_path, strategy):
 
 
 def attempt_resume_and_export(tmp_path, config, good, relative, marker_name, with_export=True):
-    """Copy checkpoint `good`, plant a crafted file at `relative`, try --resume and (unless not
-    `with_export`) export."""
-    bad = tmp_path / f"bad_{marker_name}" / "step_00000002"
+    """Copy checkpoint `good`, plant a crafted file at `relative`, try --resume (one step more,
+    into a folder of this test's) and (unless not `with_export`) export."""
+    bad = tmp_path / f"bad_{marker_name}" / good.name
     shutil.copytree(good, bad)
     marker = plant(bad / relative, tmp_path / marker_name)
-    resumed = train(tmp_path, config, "--resume", str(bad), "optim.total_steps=3", timeout=300)
+    more = f"optim.total_steps={int(good.name.split('_')[1]) + 1}"
+    resumed = train(tmp_path, config, "--resume", str(bad), more, f"train.out_dir={tmp_path / 'resumed'}", timeout=300)
     exported = export(tmp_path, bad, tmp_path / f"{marker_name}.pt") if with_export else None
     return bad, marker, resumed, exported
 
@@ -442,9 +425,10 @@ def test_deepspeed_checkpoint_files_that_would_run_code_are_refused(training_sha
     assert not marker.exists()
 
 
-def test_dcp_checkpoint_files_that_would_run_code_are_refused(training_shards, tmp_path):
-    config, good = trained_checkpoint(training_shards, tmp_path, "ddp")
-    resumed = train(tmp_path, config, "--resume", str(good), "optim.total_steps=3")
+def test_dcp_checkpoint_files_that_would_run_code_are_refused(ddp_run, tmp_path):
+    config, good = ddp_run / "config.yaml", ddp_run / "run/checkpoints/step_00000004"
+    more = ("optim.total_steps=5", f"train.out_dir={tmp_path / 'resumed'}", "train.peak_tflops=0")  # no FLOP count: no MFU
+    resumed = train(tmp_path, config, "--resume", str(good), *more)
     assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr[-3000:]
     assert_planting_runs_code(".metadata", tmp_path)
 

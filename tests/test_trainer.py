@@ -3,6 +3,7 @@ launched the way srun launches them (one process per rank, rank from the environ
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from tiny_run import write_config
+from tiny_run import ROOT, train, trainer_env, write_config
 from tracking_driver import synthetic_clip
 
 from sam2_scale.config import load_config
@@ -26,8 +27,6 @@ from sam2_scale.train.preemption import EXIT_HUNG, EXIT_NONFINITE, EXIT_PREEMPTE
 # Real training runs, clusters or the whole demo: the full tier only (`make test`).
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def free_port():
     with socket.socket() as s:
@@ -35,25 +34,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def base_env(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", TMPDIR=str(tmp_path), WANDB_SILENT="true")
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-def train_one_process(config, tmp_path):
-    return subprocess.run(
-        [sys.executable, "-m", "sam2_scale.train", "--config", str(config)],
-        cwd=ROOT,
-        env=base_env(tmp_path),
-        capture_output=True,
-        text=True,
-    )
-
-
 def launch(config, tmp_path, world=2, args=(), log_name="run"):
     """Start `world` ranks as srun does: one process each, rank in the environment, one process group."""
-    env = base_env(tmp_path)
+    env = trainer_env(tmp_path)
     env.update(WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     procs, group = [], None
     for rank in range(world):
@@ -108,12 +91,14 @@ def export(checkpoint, path, *extra):
 @pytest.mark.parametrize("strategy", ["deepspeed", "fsdp"])
 def test_train_preempt_kill_resume_is_bitwise_exact(strategy, training_shards, tmp_path):
     # 1. An uninterrupted run: the loss falls, W&B (offline) records the metrics, the full-video
-    # protocol scores the consolidated weights at the end, the export loads.
+    # protocol scores the consolidated weights at the end, the export loads. It saves only at its
+    # last step, so the comparison also shows that saving and resuming leave no trace.
     ref_out = tmp_path / "ref"
     config = write_config(
         tmp_path / "ref.yaml",
         training_shards,
         ref_out,
+        checkpoint={"every": 8},
         train={"strategy": strategy, "precision": "fp32", "log_every": 1},
         wandb={"mode": "offline"},
         eval={"protocol": "sav", "protocol_data": str(training_shards / "raw/davis"), "protocol_max_videos": 1},
@@ -267,32 +252,25 @@ def test_engines_accumulation_optimizer_sharding_and_bf16(tmp_path):
         assert 0.4 < ratio < 0.6, f"{strategy} keeps {ratio:.2f} of DDP's optimizer state per rank"
 
 
-def test_single_process_keeps_last_k_and_resumes_from_complete_checkpoints_only(training_shards, tmp_path):
-    out = tmp_path / "run"
-    config = write_config(
-        tmp_path / "c.yaml",
-        training_shards,
-        out,
-        optim={"total_steps": 4},
-        checkpoint={"every": 1, "keep": 2},
-        train={"log_every": 2, "ema_decay": 0.9, "peak_tflops": 1.0},
-    )
-    result = train_one_process(config, tmp_path)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "global batch of sav: 1 clips x 1 accumulation x 1 ranks = 1 clips" in result.stdout
+def test_single_process_keeps_last_k_and_resumes_from_complete_checkpoints_only(ddp_run, tmp_path):
+    out = ddp_run / "run"
+    assert "global batch of sav: 1 clips x 1 accumulation x 1 ranks = 1 clips" in (ddp_run / "stdout.txt").read_text()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["mfu"] < 1 for r in records if "loss/core" in r), "FLOPs counted, over the given peak"
     # The EMA export differs from the weights and loads strictly.
     weights, ema = export(out, tmp_path / "w.pt"), export(out, tmp_path / "ema.pt", "--ema")
     load_checkpoint(build_sam2("tiny", image_size=64), tmp_path / "ema.pt")
     assert any(not torch.equal(weights[k], ema[k]) for k in weights)
-    ckpts = out / "checkpoints"
-    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step_00000003", "step_00000004"]
-    # A save that died half-way (no meta.json, or still .tmp) is never resumed from.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000003", "step_00000004"]
+    # A save that died half-way (no meta.json, or still .tmp) is never resumed from. In a copy
+    # (hard links), so that the shared run stays as it is.
+    ckpts = tmp_path / "checkpoints"
+    shutil.copytree(out / "checkpoints", ckpts, copy_function=os.link)
     (ckpts / "step_00000009.tmp").mkdir()
     (ckpts / "step_00000010").mkdir()
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     assert Checkpointer(ckpts, 2, info).resolve("auto") == ckpts / "step_00000004"
+    (ckpts / "latest").unlink()  # a link to the shared run's pointer: replaced, not written through
     (ckpts / "latest").write_text("step_00000010")
     assert Checkpointer(ckpts, 2, info).resolve("auto") == ckpts / "step_00000004"
     with pytest.raises(FileNotFoundError, match="meta.json"):
@@ -309,7 +287,7 @@ def test_nonfinite_steps_are_skipped_then_stop(training_shards, tmp_path):
         train={"max_nonfinite_steps": 2, "log_every": 1},
         checkpoint={"every": 0},
     )
-    result = train_one_process(config, tmp_path)
+    result = train(tmp_path, config)
     assert result.returncode == EXIT_NONFINITE, result.stdout[-2000:] + result.stderr[-2000:]
     assert "non-finite steps in a row" in result.stdout
 

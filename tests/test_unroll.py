@@ -126,6 +126,7 @@ def _rank_main(rank, world, port, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes
 def test_prompt_scenarios_are_identical_across_ranks(tmp_path, unused_port):
     mp.spawn(_rank_main, args=(2, unused_port, str(tmp_path)), nprocs=2, join=True)
     (rec0, loss0), (rec1, loss1) = torch.load(tmp_path / "gathered.pt", weights_only=False)
@@ -142,6 +143,7 @@ def unused_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes
 def test_loss_normaliser_is_the_mean_object_count_across_ranks(tmp_path, unused_port):
     mp.spawn(_normaliser_main, args=(2, unused_port, str(tmp_path)), nprocs=2, join=True)
     assert [float(n) for n in torch.load(tmp_path / "n.pt")] == [1.5, 1.5]

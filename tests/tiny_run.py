@@ -1,6 +1,33 @@
-"""A tiny training run for tests: the config of a 64 px tiny model on synthetic shards."""
+"""A tiny training run for tests: the config of a 64 px tiny model on synthetic shards, and the
+trainer run as a user runs it, in a process of its own."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trainer_env(tmp_path):
+    """One thread per rank, DeepSpeed on the CPU, temporary files under the test's folder."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", TMPDIR=str(tmp_path), WANDB_SILENT="true")
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def train(tmp_path, config, *args, timeout=300):
+    """`python -m sam2_scale.train --config CONFIG ARGS` in one process; the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "sam2_scale.train", "--config", str(config), *args],
+        cwd=ROOT,
+        env=trainer_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_config(path, shards, out_dir, **sections):
