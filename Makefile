@@ -10,7 +10,8 @@ TORCH_SPEC ?= torch==2.13.0
 REFERENCE_SPEC ?= sam2==1.1.0
 
 STAMP := $(VENV)/.installed
-# One pytest worker per core (2 on CI); tests of one xdist_group (the local SLURM) share a worker.
+# Two pytest workers, one per core of the CI machine (PYTEST_WORKERS=N for another count); the
+# tests of one xdist_group (the local SLURM clusters) run on one worker, the others where a core is free.
 PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $${PYTEST_WORKERS:-2} --dist loadgroup
 
 .PHONY: install demo test test-fast lint bench clean
@@ -34,7 +35,7 @@ test: $(STAMP)
 	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
 	$(PYTEST) --durations=25
 
-# The edit-test loop: units, config, model parts and equivalence at the tiny size (under 3 min
+# The edit-test loop: units, config, model parts and equivalence at the tiny size (about 40 s
 # on 2 cores). `make test` adds the tests marked slow: real training runs, clusters, the demo.
 test-fast: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep

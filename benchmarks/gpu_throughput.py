@@ -212,17 +212,24 @@ def phase_ours(args, device, deadline):
         size, compile_, name, clips = parse_row(row)
         s = setting(args, size)
         record = {"phase": "ours", "size": s["size"], "clips": clips, "compile": compile_, "ckpt": name}
-        if size not in args.sizes or (s["size"], compile_, name) in too_big and clips > 1:
+        if size not in args.sizes:
+            continue
+        if (s["size"], compile_, name) in too_big and clips > 1:
+            emit({**record, "skipped": "fewer clips were over the memory cap or out of memory"})
             continue
         if time.perf_counter() > deadline:
             emit({**record, "skipped": "time"})
             continue
-        cfg = load_cfg(s, clips, compile_, CHECKPOINTING[name])
-        torch.manual_seed(0)
-        model = build_sam2(s["size"], image_size=s["image_size"], drop_path_rate=0.1, device=device).train()
-        engine = build_engine(model, cfg, info)
-        batch = synthetic_batch(s, clips, device)
-        warm = covering_micro_batches(cfg, s["frames"]) if compile_ else []
+        try:
+            cfg = load_cfg(s, clips, compile_, CHECKPOINTING[name])
+            torch.manual_seed(0)
+            model = build_sam2(s["size"], image_size=s["image_size"], drop_path_rate=0.1, device=device).train()
+            engine = build_engine(model, cfg, info)
+            batch = synthetic_batch(s, clips, device)
+            warm = covering_micro_batches(cfg, s["frames"]) if compile_ else []
+        except Exception as exc:
+            emit({**record, "error": f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]})
+            continue
 
         def step(i, engine=engine, batch=batch, warm=warm):
             engine.train_micro_batch(batch, warm[i] if i < len(warm) else i, True)
@@ -234,6 +241,9 @@ def phase_ours(args, device, deadline):
         except torch.OutOfMemoryError:
             emit({**record, "oom": True})
             too_big.add((s["size"], compile_, name))
+            continue
+        except Exception as exc:  # the row's own failure: reported, and the next row runs
+            emit({**record, "error": f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]})
             continue
         finally:
             del engine, model, step
@@ -540,13 +550,31 @@ def run_phase(args, phase, remaining):
         # A phase stops starting rows at its deadline; the margin lets a started row finish.
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=remaining + 45)
         out, err = proc.stdout, proc.stderr
+        failed = proc.returncode != 0
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        err = f"phase {phase} timed out"
+        err, failed = f"phase {phase} timed out", True
     records = [json.loads(line[len("RESULT ") :]) for line in out.splitlines() if line.startswith("RESULT ")]
-    if not records:
-        records = [{"phase": phase, "error": "\n".join((out + err).splitlines()[-25:])}]
+    if failed or not records:  # kept even after rows reported: the rows after it never ran
+        records.append({"phase": phase, "error": "\n".join((out + err).splitlines()[-25:])})
     return records
+
+
+def unreported_rows(records, args):
+    """A record for every plan row of the sizes run that reported nothing (its phase ended
+    first), saying so: no row leaves the tables silently."""
+    reported = {(r["size"], r["clips"], r["compile"], r["ckpt"]) for r in records if r.get("phase") == "ours" and "clips" in r}
+    ended = next((r["error"] for r in records if r.get("phase") == "ours" and "clips" not in r and r.get("error")), "")
+    reason = f"not run: the phase ended ({ended.splitlines()[-1] if ended else 'no record'})"
+    missing = []
+    for row in args.plan:
+        size, compile_, name, clips = parse_row(row)
+        key = (setting(args, size)["size"], clips, compile_, name)
+        if size in args.sizes and key not in reported:
+            reported.add(key)
+            row_record = {"phase": "ours", "size": key[0], "clips": clips, "compile": compile_, "ckpt": name}
+            missing.append({**row_record, "skipped": reason})
+    return missing
 
 
 def report(records, args, torch_version):
@@ -675,6 +703,8 @@ def main():
             print(json.dumps(r), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=1))
+    if "ours" in args.phases:
+        records += unreported_rows(records, args)
     table = report(records, args, torch.__version__)
     print(table)
     if args.write:

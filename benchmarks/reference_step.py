@@ -53,8 +53,10 @@ def reference_batch(frames, masks, obj_to_frame_idx):
     from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData
 
     t, num_objects = masks.shape[:2]
-    ids = torch.stack([obj_to_frame_idx[..., 1], torch.arange(num_objects).expand(t, -1), obj_to_frame_idx[..., 0]], -1)
-    size = torch.tensor(masks.shape[-2:]).expand(t, num_objects, 2)
+    device = masks.device  # the step's: every tensor of the batch is built there
+    object_ids = torch.arange(num_objects, device=device).expand(t, -1)
+    ids = torch.stack([obj_to_frame_idx[..., 1], object_ids, obj_to_frame_idx[..., 0]], -1)
+    size = torch.tensor(masks.shape[-2:], device=device).expand(t, num_objects, 2)
     metadata = BatchedVideoMetaData(unique_objects_identifier=ids, frame_orig_size=size, batch_size=[t])
     return BatchedVideoDatapoint(
         img_batch=frames,

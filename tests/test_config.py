@@ -121,6 +121,7 @@ def datasets(*replacements):
         (["data.datasets.0.num_frames=4"], r"override data\.datasets\.0\.num_frames: the config file lists no datasets"),
         (["train.max_nonfinite_steps=0"], r"train\.max_nonfinite_steps: must be >= 1, got 0"),
         (["train.preempt_grace_s=0"], r"train\.preempt_grace_s: must be > 0 seconds"),
+        (["train.dist_timeout_s=0"], r"train\.dist_timeout_s: must be > 0 seconds"),
         (["train.grad_clip=-1"], r"train\.grad_clip: must be >= 0, got -1\.0 \(0 = no clipping\)"),
         (["train.ema_decay=1"], r"train\.ema_decay: must be in \[0, 1\) \(0 = off\)"),
         (["checkpoint.keep=-1"], r"checkpoint\.keep: must be >= 0, got -1 \(0 = keep all\)"),

@@ -318,3 +318,28 @@ def test_collate_rejects_mixed_lengths():
     }  # noqa: E731
     with pytest.raises(ValueError, match="different lengths"):
         collate_clips([clip(2), clip(3)])
+
+
+def test_copies_from_pageable_memory_are_synchronous():
+    """`non_blocking` only for pinned tensors: an asynchronous copy from pageable memory gives no
+    overlap and, on some devices, a race with the host reusing the memory. `meta` stands for the
+    accelerator: the copies' arguments are what is checked."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sam2_scale.data.batch import Batch
+
+    class Copies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.non_blocking = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default:
+                self.non_blocking.append(bool((kwargs or {}).get("non_blocking", False)))
+            return func(*args, **(kwargs or {}))
+
+    batch = Batch.from_clip(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 1, 8, 8))
+    with Copies() as copies:
+        moved = batch.to("meta", non_blocking=True)
+    assert moved.frames.device.type == moved.masks.device.type == moved.obj_to_frame_idx.device.type == "meta"
+    assert copies.non_blocking == [False, False, False], copies.non_blocking

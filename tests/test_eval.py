@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -188,3 +189,41 @@ def test_missing_shards_and_unusable_clips_are_errors(heldout_shards, tiny_model
         evaluate_vos(tiny_model, EvalConfig(shards=str(tmp_path / "nothing-here-*.tar")))
     with pytest.raises(RuntimeError, match="2 samples skipped"):
         evaluate_vos(tiny_model, EvalConfig(shards=heldout_shards, num_frames=64))
+
+
+def _clip_proxy_rank(rank, world, port, shards, result_file):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from sam2_scale.eval import clip_proxy
+
+    predicted, predict = [], clip_proxy._predict_clip
+    clip_proxy._predict_clip = lambda *args: predicted.append(1) or predict(*args)  # counts this rank's clips
+    torch.manual_seed(0)
+    result = evaluate_vos(build_sam2("tiny", image_size=64), EvalConfig(shards=shards, num_frames=3), split=True)
+    with open(f"{result_file}.{rank}", "w") as f:
+        json.dump({**result, "predicted_here": len(predicted)}, f)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes
+def test_two_ranks_share_the_clips_and_give_the_scores_of_one(heldout_shards, tiny_model, tmp_path):
+    """How the trainer evaluates in its loop: no rank waits for another's whole evaluation."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    single = evaluate_vos(tiny_model, EvalConfig(shards=heldout_shards, num_frames=3))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_clip_proxy_rank, args=(2, port, heldout_shards, str(tmp_path / "r")), nprocs=2, join=True)
+    for rank in range(2):
+        shared = json.loads((tmp_path / f"r.{rank}").read_text())
+        assert shared["num_videos"] == single["num_videos"] == 2 and shared["num_objects"] == single["num_objects"]
+        assert shared["predicted_here"] == 1, "each rank tracks its share of the clips"
+        for key in ("J", "F", "J&F"):
+            assert shared[key] == pytest.approx(single[key], abs=1e-12), key

@@ -27,6 +27,7 @@ def cluster(nodes):
     try:
         env = start_cluster(state, nodes=nodes)
     except ClusterUnavailable as exc:
+        stop_cluster(state)  # daemons a half-done setup started
         pytest.skip(f"no local SLURM cluster: {exc}")
     return state, env
 

@@ -106,6 +106,7 @@ def check_python(argv, helps):
         load_config(ROOT / rest[rest.index("--config") + 1], overrides)
 
 
+@pytest.mark.slow  # a --help subprocess per command
 def test_readme_commands_name_what_exists():
     makefile = (ROOT / "Makefile").read_text()
     helps, checked = {}, 0

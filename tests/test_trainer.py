@@ -199,8 +199,9 @@ def _one_step(strategy, info, batches, precision="fp32"):
     model = build_sam2("tiny", image_size=64).train()
     _disable_dropout(model)
     engine = build_engine(model, cfg, info)
-    result = engine.train_step(iter(batches), step=0)  # accumulates over the batches, then steps
-    return engine.full_state_dict(), engine.optimizer_state_bytes(), result.grad_norm
+    result = engine.train_step(iter(batches), step=0, with_grad_norms=True)  # accumulates, then steps
+    loss = sum(float(losses["core_loss"]) for losses in result.losses)
+    return engine.full_state_dict(), engine.optimizer_state_bytes(), result, loss
 
 
 def _engines_worker(rank, world, port, result_file):
@@ -211,17 +212,25 @@ def _engines_worker(rank, world, port, result_file):
 
     info = init_distributed()
     a, b = _clip(10 * rank), _clip(10 * rank + 1)
-    results, ddp_weights = {}, None
+    results, ddp_weights, ddp_bf16 = {}, None, None
     for strategy in ("ddp", "deepspeed", "fsdp"):
-        accumulated, state_bytes, _ = _one_step(strategy, info, [a, b])
-        together, _, _ = _one_step(strategy, info, [_two_clips(a, b)])
-        _, _, bf16_norm = _one_step(strategy, info, [a], precision="bf16")
+        accumulated, state_bytes, _, _ = _one_step(strategy, info, [a, b])
+        together, _, _, _ = _one_step(strategy, info, [_two_clips(a, b)])
+        _, _, bf16, bf16_loss = _one_step(strategy, info, [a], precision="bf16")
         if rank == 0:
             ddp_weights = ddp_weights or accumulated
+            ddp_bf16 = ddp_bf16 or (bf16, bf16_loss)
             diff = max((accumulated[k].float() - together[k].float()).abs().max().item() for k in accumulated)
             vs_ddp = max((accumulated[k].float() - ddp_weights[k].float()).abs().max().item() for k in accumulated)
             moved = max((accumulated[k].float() - v.float()).abs().max().item() for k, v in build_reference().items())
-            results[strategy] = dict(diff=diff, vs_ddp=vs_ddp, moved=moved, state_bytes=state_bytes, bf16_norm=bf16_norm)
+            # bf16: the same loss and gradients (per top-level module) as DDP's, up to reduction order.
+            bf16_vs_ddp = max(
+                abs(bf16_loss - ddp_bf16[1]) / abs(ddp_bf16[1]),
+                *(abs(bf16.grad_norms[k] - n) / max(n, 1e-12) for k, n in ddp_bf16[0].grad_norms.items()),
+            )
+            results[strategy] = dict(
+                diff=diff, vs_ddp=vs_ddp, moved=moved, state_bytes=state_bytes, bf16_norm=bf16.grad_norm, bf16_vs_ddp=bf16_vs_ddp
+            )
     if rank == 0:
         Path(result_file).write_text(json.dumps(results))
     torch.distributed.destroy_process_group()
@@ -236,7 +245,8 @@ def test_engines_accumulation_optimizer_sharding_and_bf16(tmp_path):
     """For ddp, deepspeed (ZeRO-2) and fsdp on 2 ranks: 2 micro-batches of 1 clip accumulated
     give the update of one micro-batch of 2 clips, and the same update under every strategy;
     sharded optimizer state is half of DDP's;
-    a bf16 step has a finite gradient norm."""
+    a bf16 step has a finite gradient norm and, under every strategy, the loss and gradients of
+    DDP's (one precision policy: autocast over fp32 weights)."""
     os.environ.setdefault("TMPDIR", str(tmp_path))
     result_file = tmp_path / "engines.json"
     mp.spawn(_engines_worker, args=(2, free_port(), str(result_file)), nprocs=2, join=True)
@@ -246,6 +256,7 @@ def test_engines_accumulation_optimizer_sharding_and_bf16(tmp_path):
         assert r["diff"] < 1e-5 * max(1.0, r["moved"]) + 2e-6, f"{strategy}: accumulation differs by {r['diff']}"
         assert r["vs_ddp"] < 1e-5 * max(1.0, r["moved"]) + 2e-6, f"{strategy}: the update differs from DDP's by {r['vs_ddp']}"
         assert 0 < r["bf16_norm"] < float("inf"), f"{strategy}: bf16 step gave grad norm {r['bf16_norm']}"
+        assert r["bf16_vs_ddp"] < 1e-4, f"{strategy}: bf16 loss or gradients off DDP's by {r['bf16_vs_ddp']:.1e}"
     ddp = results["ddp"]["state_bytes"]
     for strategy in ("deepspeed", "fsdp"):
         ratio = results[strategy]["state_bytes"] / ddp

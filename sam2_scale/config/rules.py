@@ -28,6 +28,7 @@ def _validate_train(cfg):
     _at_least(t.steps_per_epoch, 1, "train.steps_per_epoch")
     _at_least(t.max_nonfinite_steps, 1, "train.max_nonfinite_steps")
     _require(t.preempt_grace_s > 0, "train.preempt_grace_s", f"must be > 0 seconds, got {t.preempt_grace_s!r}")
+    _require(t.dist_timeout_s > 0, "train.dist_timeout_s", f"must be > 0 seconds, got {t.dist_timeout_s!r}")
     _at_least(t.grad_clip, 0, "train.grad_clip", " (0 = no clipping)")
     _require(0 <= t.ema_decay < 1, "train.ema_decay", f"must be in [0, 1) (0 = off), got {t.ema_decay!r}")
     _at_least(c.every, 0, "checkpoint.every", " (0 = only on preemption and at the end)")

@@ -126,7 +126,7 @@ class TrainConfig:
     out_dir: str = "runs/train"  # config.yaml, metrics.jsonl, checkpoints/, wandb/
     strategy: Strategy = "ddp"  # how model and optimizer state are split over ranks
     deepspeed_config: str = "ds_configs/zero2.json"  # ZeRO stage and communication (strategy deepspeed only)
-    precision: Literal["bf16", "fp32"] = "bf16"  # bf16: autocast, bf16 params under FSDP/DeepSpeed
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16: autocast (bf16 matmuls) over fp32 weights, every strategy
     grad_accum_steps: int = 1  # global batch = batch_size x grad_accum_steps x world size
     # Resuming on another world size recomputes grad_accum_steps to keep the global batch and
     # refuses when it cannot; true trains on with the configured grad_accum_steps instead.
@@ -144,6 +144,9 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between metric lines (metrics.jsonl, W&B)
     peak_tflops: float = 0.0  # per device, for MFU (0 = from the built-in table; none on CPU)
     preempt_grace_s: float = 300.0  # after SIGUSR1/SIGTERM, force exit if the save has not finished
+    # A collective that waits longer than this fails the job (NCCL's watchdog, gloo): a hung rank
+    # ends the allocation instead of holding it to its time limit.
+    dist_timeout_s: float = 1800.0
 
 
 @dataclass

@@ -64,8 +64,9 @@ class Batch:
         return Batch(fn(self.frames), fn(self.masks), fn(self.obj_to_frame_idx), list(self.objects_per_clip), self.metadata)
 
     def to(self, device, non_blocking=False):
-        """`non_blocking` from pinned memory lets the host run ahead of the copy."""
-        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
+        """`non_blocking`: tensors in pinned memory are copied asynchronously, so the host runs
+        ahead of the copy; the others (pageable memory) are copied synchronously."""
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking and x.is_pinned()))
 
     def pin_memory(self):
         """Called by the DataLoader's pinning thread (`pin_memory=True`)."""
@@ -101,6 +102,8 @@ def collate_clips(clips, dataset="", pin_memory=False):
     obj_to_frame_idx = torch.stack(
         [torch.arange(t)[:, None].expand(t, len(clip_of_object)), clip_of_object[None].expand(t, -1)], dim=-1
     )
+    if pin_memory:
+        obj_to_frame_idx = obj_to_frame_idx.pin_memory()
     metadata = {
         "dataset": dataset,
         "sources": [c["source"] for c in clips],

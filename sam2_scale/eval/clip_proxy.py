@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import webdataset as wds
 
@@ -94,9 +95,11 @@ def _clips(urls, cfg, resolution, skipped):
 
 
 @torch.no_grad()
-def evaluate_vos(model, cfg: EvalConfig, device="cpu", autocast_dtype=None) -> dict:
+def evaluate_vos(model, cfg: EvalConfig, device="cpu", autocast_dtype=None, split=False) -> dict:
     """J, F and J&F (in [0, 1]) of first-frame-mask propagation by `model` (a bare SAM2Base) on the
-    held-out video shards `cfg.shards`; also the numbers of videos and objects scored."""
+    held-out video shards `cfg.shards`; also the numbers of videos and objects scored.
+    split: the ranks of the initialised process group share the clips (every rank calls this,
+    reads every clip and scores every world-size-th one) and all get the scores."""
     if cfg.num_frames < 2:
         raise ValueError(f"num_frames must be at least 2 (frame 0 is the prompt), got {cfg.num_frames}")
     device = torch.device(device)
@@ -104,23 +107,31 @@ def evaluate_vos(model, cfg: EvalConfig, device="cpu", autocast_dtype=None) -> d
     skipped = SkipCounter()
     clips = _clips(expand_shards(cfg.shards), cfg, cfg.resolution or model.image_size, skipped)
 
+    rank, world = (dist.get_rank(), dist.get_world_size()) if split and dist.is_initialized() else (0, 1)
     modes = {module: module.training for module in model.modules()}
     model.eval()
     j_sum = f_sum = 0.0
     num_objects = num_videos = 0
     try:
-        for clip in clips:
+        for index, clip in enumerate(clips):
+            if cfg.max_videos and index == cfg.max_videos:
+                break
+            if index % world != rank:
+                continue
             pred = _predict_clip(model, clip, device, autocast)[1:].flatten(0, 1)
             gt = clip["masks"][1:].to(device).flatten(0, 1)
             objects = clip["masks"].shape[1]
             j_sum += jaccard(pred, gt).view(-1, objects).mean(0).sum().item()
             f_sum += boundary_f(pred, gt).view(-1, objects).mean(0).sum().item()
             num_objects, num_videos = num_objects + objects, num_videos + 1
-            if num_videos == cfg.max_videos:
-                break
     finally:
         for module, training in modes.items():
             module.train(training)
+    if world > 1:
+        totals = torch.tensor([j_sum, f_sum, num_objects, num_videos], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)  # (every rank read every sample: its skip count is the whole count)
+        j_sum, f_sum = totals[0].item(), totals[1].item()
+        num_objects, num_videos = int(totals[2].item()), int(totals[3].item())
 
     if num_objects == 0:
         raise RuntimeError(

@@ -1,28 +1,50 @@
 """Projected multi-head attention, plain and with axial rotary position encoding (RoPE)."""
 
 import contextlib
+import contextvars
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .position import apply_axial_rope, axial_rope_table
 
+# The kernels `attention_kernels` chose for the code running now, for `checkpoint` to re-apply.
+_active_kernels = contextvars.ContextVar("attention_kernels", default=())
 
+
+@contextlib.contextmanager
 def attention_kernels(names):
     """A context that makes every scaled-dot-product attention use the first of `names` that
     supports its inputs (config.schema.ATTENTION_BACKENDS); no names: PyTorch's own choice."""
     if not names:
-        return contextlib.nullcontext()
+        yield
+        return
     members = {
         "flash": SDPBackend.FLASH_ATTENTION,
         "efficient": SDPBackend.EFFICIENT_ATTENTION,
         "cudnn": SDPBackend.CUDNN_ATTENTION,
         "math": SDPBackend.MATH,
     }
-    return sdpa_kernel([members[n] for n in names], set_priority=True)
+    token = _active_kernels.set(tuple(names))
+    try:
+        with sdpa_kernel([members[n] for n in names], set_priority=True):
+            yield
+    finally:
+        _active_kernels.reset(token)
+
+
+def checkpoint(function, *args):
+    """Activation checkpointing whose recompute (in the backward, outside any context the forward
+    ran in) uses the attention kernels of the forward: another kernel saves other tensors, and
+    the backward stops."""
+    kernels = _active_kernels.get()
+    return torch.utils.checkpoint.checkpoint(
+        function, *args, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), attention_kernels(kernels))
+    )
 
 
 class Attention(nn.Module):

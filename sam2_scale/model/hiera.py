@@ -7,8 +7,8 @@ the end of each of the four stages (strides 4, 8, 16, 32), channels-first.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
+from .attention import checkpoint
 from .compile import mark_dynamic
 from .layers import MLP, DropPath
 
@@ -183,7 +183,7 @@ class Hiera(nn.Module):
         use_ckpt = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             mark_dynamic(x, 0)  # frames of several clips and clip lengths
-            x = checkpoint(block, x, use_reentrant=False) if use_ckpt else block(x)
+            x = checkpoint(block, x) if use_ckpt else block(x)
             if i in self.stage_ends:
                 outputs.append(x.permute(0, 3, 1, 2))
         return outputs

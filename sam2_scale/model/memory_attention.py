@@ -5,9 +5,8 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
-from .attention import RoPEAttention
+from .attention import RoPEAttention, checkpoint
 from .compile import mark_dynamic
 
 
@@ -75,7 +74,7 @@ class MemoryAttention(nn.Module):
         for layer in self.layers:
             mark_dynamic(x, 0)
             if use_ckpt:
-                x = checkpoint(layer, x, *inputs, use_reentrant=False)
+                x = checkpoint(layer, x, *inputs)
             else:
                 x = layer(x, *inputs)
         return self.norm(x).transpose(0, 1)

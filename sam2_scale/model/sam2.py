@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
+from .attention import checkpoint
 from .compile import mark_dynamic, mark_objects_dynamic
 from .layers import MLP, downsample_antialias, trunc_normal_, upsample_bilinear
 from .mask_decoder import MaskDecoder
@@ -217,7 +217,7 @@ class SAM2Base(nn.Module):
         image_pe = self.sam_prompt_encoder.get_dense_pe()
         args = (backbone_features, image_pe, coords, labels, mask_inputs, high_res_features, multimask_output)
         if self.checkpoint_heads and self.training and torch.is_grad_enabled():
-            return SamOutputs(*checkpoint(self._sam_heads, *args, use_reentrant=False))
+            return SamOutputs(*checkpoint(self._sam_heads, *args))
         return self._sam_heads(*args)
 
     def _sam_heads(self, backbone_features, image_pe, coords, labels, mask_inputs, high_res_features, multimask_output):
@@ -415,7 +415,7 @@ class SAM2Base(nn.Module):
         mask_for_mem = mask_for_mem * self.sigmoid_scale_for_mem_enc + self.sigmoid_bias_for_mem_enc
         mark_objects_dynamic(pix_feat, mask_for_mem)
         if self.checkpoint_memory_encoder and self.training and torch.is_grad_enabled():
-            out = checkpoint(self.memory_encoder, pix_feat, mask_for_mem, True, use_reentrant=False)
+            out = checkpoint(self.memory_encoder, pix_feat, mask_for_mem, True)
         else:
             out = self.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
         maskmem_features = out["vision_features"]

@@ -63,6 +63,13 @@ def load_ds_config(path, cfg):
     return ds_config
 
 
+def new_adam_step(group, param):
+    """A zero AdamW step count made as torch's AdamW makes it: on the parameter's device for the
+    fused and capturable kernels (fused AdamW on CUDA refuses a CPU one), a CPU scalar otherwise."""
+    on_device = group.get("fused") or group.get("capturable")
+    return torch.zeros((), dtype=torch.float32, device=param.device if on_device else "cpu")
+
+
 class DeepSpeedEngine(Engine):
     name = "deepspeed"
 
@@ -140,11 +147,13 @@ class DeepSpeedEngine(Engine):
         DeepSpeed links the views once, right after its first group's first update, when the
         other groups have no moments yet: relinked here, after creating any missing moments
         as AdamW would (zeros, step 0), so that the fragment API reaches all of them."""
+        group_of = {id(flat): group for group in self._adam.param_groups for flat in group["params"]}
         flats = [flat for group in self._adam.param_groups for flat in group["params"]]
         flats += getattr(self.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3's fp32 partitions
         for flat in flats:
             state = self._adam.state[flat]
-            state.setdefault("step", torch.tensor(0.0))
+            if "step" not in state:
+                state["step"] = new_adam_step(group_of.get(id(flat), self._adam.defaults), flat)
             for key in ADAM_MOMENTS:
                 state.setdefault(key, torch.zeros_like(flat, memory_format=torch.preserve_format))
         if hasattr(self.optimizer, "_lazy_init_hp_params_optimizer_state"):  # ZeRO-1/2 and the bf16 optimizer

@@ -3,6 +3,7 @@ a plain single process. Every run gets a process group, even with one process, s
 training loop and the engines never special-case world size 1.
 """
 
+import datetime
 import os
 import socket
 import subprocess
@@ -59,19 +60,36 @@ def _export_launcher_env():
         env.setdefault("MASTER_PORT", str(_free_port()))
 
 
-def init_distributed():
-    """Join (or create) the process group; returns this process's DistInfo."""
+def cuda_device_index(local_rank, visible):
+    """This process's GPU among the `visible` ones: LOCAL_RANK where the node's GPUs are all
+    visible (torchrun, srun with --gpus-per-node), the only one where SLURM binds a GPU to each
+    task (--gpus-per-task=1, --gpu-bind)."""
+    if visible == 1:
+        return 0
+    if not 0 <= local_rank < visible:
+        raise RuntimeError(
+            f"LOCAL_RANK {local_rank} but {visible} GPU(s) visible (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): give each task one GPU or all of the node's"
+        )
+    return local_rank
+
+
+def init_distributed(timeout_s=None):
+    """Join (or create) the process group, whose collectives fail after `timeout_s` seconds
+    (None: torch's default); returns this process's DistInfo."""
     _export_launcher_env()
     rank, world_size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", cuda_device_index(local_rank, torch.cuda.device_count()))
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world_size, device_id=device if backend == "nccl" else None)
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        device_id = device if backend == "nccl" else None
+        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timeout, device_id=device_id)
     return DistInfo(rank, world_size, local_rank, device)
 
 

@@ -1,5 +1,5 @@
-"""Held-out evaluation during training: the clip proxy and the full-video protocols, on rank 0,
-with the consolidated (EMA when on) weights."""
+"""Held-out evaluation during training: the clip proxy and the full-video protocols, shared by
+all ranks, with the consolidated (EMA when on) weights."""
 
 import torch
 import torch.distributed as dist
@@ -10,9 +10,10 @@ from ..model import build_sam2
 
 
 class Evaluator:
-    """Held-out J&F on rank 0 with consolidated (EMA when on) weights: the clip proxy every
-    `eval.every` steps and, when `eval.protocol` names one, a full-video protocol on a small
-    set every `eval.protocol_every` steps; both at the end of the run."""
+    """Held-out J&F with consolidated (EMA when on) weights: the clip proxy every `eval.every`
+    steps and, when `eval.protocol` names one, a full-video protocol on a small set every
+    `eval.protocol_every` steps; both at the end of the run. The ranks share the videos: no rank
+    waits a whole evaluation in a collective (where NCCL's watchdog would end the job)."""
 
     def __init__(self, cfg, dist_info):
         self.cfg, self.dist = cfg, dist_info
@@ -42,19 +43,22 @@ class Evaluator:
 
     def __call__(self, engine, step, final=False):
         clip, full = self._due(step, final)
-        weights = engine.full_state_dict(ema=engine.has_ema)  # collective
+        weights = engine.full_state_dict(ema=engine.has_ema)  # collective; complete on rank 0
+        if self.model is None:
+            self.model = build_sam2(self.cfg.model.size, image_size=self.cfg.model.image_size, device=self.dist.device)
+        with torch.no_grad():
+            state = self.model.state_dict()
+            for name, tensor in state.items():
+                if self.dist.is_main:
+                    tensor.copy_(weights[name])
+                dist.broadcast(tensor, src=0)
+        dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
         scores = {}
-        if self.dist.is_main:
-            if self.model is None:
-                self.model = build_sam2(self.cfg.model.size, image_size=self.cfg.model.image_size, device=self.dist.device)
-            self.model.load_state_dict(weights)
-            dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
-            if clip:
-                result = evaluate_vos(self.model, self.cfg.eval, device=self.dist.device, autocast_dtype=dtype)
-                scores.update({f"eval/clip_{k}": v for k, v in result.items()})
-            if full:
-                scores.update(self._full_protocol(dtype))
-        dist.barrier()
+        if clip:
+            result = evaluate_vos(self.model, self.cfg.eval, device=self.dist.device, autocast_dtype=dtype, split=True)
+            scores.update({f"eval/clip_{k}": v for k, v in result.items()})
+        if full:
+            scores.update(self._full_protocol(dtype))
         return scores
 
     def _full_protocol(self, dtype):
@@ -62,7 +66,7 @@ class Evaluator:
         skipped = SkipCounter()
         videos = folder_videos(e.protocol_data) if e.protocol_data else shard_videos(e.shards, skipped)
         result = evaluate_videos(
-            self.model, videos, e.protocol, self.dist.device, dtype, max_videos=e.protocol_max_videos, progress=False, split=False
+            self.model, videos, e.protocol, self.dist.device, dtype, max_videos=e.protocol_max_videos, progress=False, split=True
         )
         keys = ("J&F", "J", "F", "num_videos", "num_objects", "frames_per_s")
         return {f"eval/{e.protocol}_{k}": result[k] for k in keys}

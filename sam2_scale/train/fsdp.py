@@ -1,31 +1,19 @@
 """FSDP2 (`fully_shard`): parameters, gradients and optimizer state sharded over ranks.
 
 Units: each Hiera block, each memory-attention layer (the repeated blocks whose weights and
-activations dominate) and the root, which holds everything else. Under bf16 the unsharded
-parameters are bf16 while gradients are reduced in fp32.
+activations dominate) and the root, which holds everything else. Parameters, gradients and
+their reduction stay fp32; bf16 is autocast's, as under ddp and deepspeed: a bf16 parameter
+policy would also run the residual stream and the position tables in bf16, another model's
+numerics than Meta's and the other strategies'.
 """
 
-import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from ..model import repeated_blocks
-from .engine import Engine, TrainingStep, autocast_dtype, make_optimizer
-
-
-def _layer_norm_input_to_weight_dtype(module, args):
-    x = args[0]
-    return (x.to(module.weight.dtype),) + tuple(args[1:]) if x.dtype != module.weight.dtype else None
-
-
-def match_layer_norm_dtypes(model):
-    """CUDA autocast runs layer_norm in fp32 whatever its inputs; CPU autocast leaves it alone and
-    rejects an fp32 input (position encodings are fp32 buffers) with bf16 weights."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.LayerNorm) and module.weight is not None:
-            module.register_forward_pre_hook(_layer_norm_input_to_weight_dtype)
+from .engine import Engine, TrainingStep, make_optimizer
 
 
 class FSDPEngine(Engine):
@@ -35,11 +23,7 @@ class FSDPEngine(Engine):
         super().__init__(cfg, dist_info)
         self.training_step = TrainingStep(model, cfg, dist_info.rank)
         mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
-        dtype = autocast_dtype(cfg)
-        policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
-        options = dict(mesh=mesh, mp_policy=policy, reshard_after_forward=cfg.train.fsdp_reshard_after_forward)
-        if dtype is not None and dist_info.device.type == "cpu":
-            match_layer_norm_dtypes(model)
+        options = dict(mesh=mesh, reshard_after_forward=cfg.train.fsdp_reshard_after_forward)
         for block in repeated_blocks(model):
             fully_shard(block, **options)
         fully_shard(self.training_step, **options)

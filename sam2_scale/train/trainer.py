@@ -62,7 +62,7 @@ def build_model(cfg, device):
 
 
 def train(cfg, resume="auto"):
-    dist_info = init_distributed()
+    dist_info = init_distributed(cfg.train.dist_timeout_s)
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world_size
     out = Path(cfg.train.out_dir)
     if dist_info.is_main:
@@ -179,7 +179,7 @@ def dry_run(cfg):
     """Builds what a run needs on this process — the model, the engine, one batch from each
     dataset's stream — and stops: a config, shard set or strategy that cannot work fails here
     in a minute instead of after the job has waited in the queue. Writes nothing."""
-    dist_info = init_distributed()
+    dist_info = init_distributed(cfg.train.dist_timeout_s)
     model = build_model(cfg, dist_info.device)
     engine = build_engine(model, cfg, dist_info)
     log(f"SAM 2.1 {cfg.model.size} at {cfg.model.image_size}px under {engine.name}: built", dist_info)
