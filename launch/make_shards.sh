@@ -29,7 +29,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 # Array indices may start anywhere (--array=1-64): tasks are numbered from the first one.
 task_id=$(( ${SLURM_ARRAY_TASK_ID:-0} - ${SLURM_ARRAY_TASK_MIN:-0} ))
 num_tasks=${SLURM_ARRAY_TASK_COUNT:-1}
-workers=${SLURM_CPUS_PER_TASK:-$(nproc)}
+workers=${SLURM_CPUS_PER_TASK:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 
 echo "[make_shards.sh] job ${SLURM_JOB_ID:-local} task $task_id/$num_tasks on $(hostname), $workers workers, restart ${SLURM_RESTART_COUNT:-0}"
 exec "$PYTHON" data_prep/make_shards.py "$@" --workers "$workers" --num-tasks "$num_tasks" --task-id "$task_id" --no-progress

@@ -51,7 +51,8 @@ is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 STATE=$(realpath -m -- "$1")
 CONF=$STATE/slurm.conf
 HOST=$(hostname -s)
-NPROC=$(nproc)
+# nproc honours OMP_NUM_THREADS (a test runner sets it to 1): count the CPUs themselves.
+NPROC=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 PHYS_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
 
 NODES=${SLURM_LOCAL_NODES:-1}
