@@ -40,7 +40,7 @@ def _rank_waits_for_a_silent_peer(rank, world, port, result_file):
 
     init_distributed(timeout_s=2)
     if rank == 1:
-        time.sleep(12)  # a hung rank: never enters the collective in time
+        time.sleep(6)  # a hung rank: never enters the collective in time
         return
     start = time.time()
     try:

@@ -212,15 +212,11 @@ def _clip_proxy_rank(rank, world, port, shards, result_file):
 @pytest.mark.slow  # two processes
 def test_two_ranks_share_the_clips_and_give_the_scores_of_one(heldout_shards, tiny_model, tmp_path):
     """How the trainer evaluates in its loop: no rank waits for another's whole evaluation."""
-    import socket
-
     import torch.multiprocessing as mp
+    from test_trainer import free_port
 
     single = evaluate_vos(tiny_model, EvalConfig(shards=heldout_shards, num_frames=3))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_clip_proxy_rank, args=(2, port, heldout_shards, str(tmp_path / "r")), nprocs=2, join=True)
+    mp.spawn(_clip_proxy_rank, args=(2, free_port(), heldout_shards, str(tmp_path / "r")), nprocs=2, join=True)
     for rank in range(2):
         shared = json.loads((tmp_path / f"r.{rank}").read_text())
         assert shared["num_videos"] == single["num_videos"] == 2 and shared["num_objects"] == single["num_objects"]
