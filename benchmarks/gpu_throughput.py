@@ -116,6 +116,11 @@ def device_name(device):
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
+def last_line(exc):
+    """An exception as one table cell: its type and the last line of its message."""
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]
+
+
 def emit(record):
     print("RESULT " + json.dumps(record), flush=True)
 
@@ -228,7 +233,7 @@ def phase_ours(args, device, deadline):
             batch = synthetic_batch(s, clips, device)
             warm = covering_micro_batches(cfg, s["frames"]) if compile_ else []
         except Exception as exc:
-            emit({**record, "error": f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]})
+            emit({**record, "error": last_line(exc)})
             continue
 
         def step(i, engine=engine, batch=batch, warm=warm):
@@ -243,7 +248,7 @@ def phase_ours(args, device, deadline):
             too_big.add((s["size"], compile_, name))
             continue
         except Exception as exc:  # the row's own failure: reported, and the next row runs
-            emit({**record, "error": f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]})
+            emit({**record, "error": last_line(exc)})
             continue
         finally:
             del engine, model, step

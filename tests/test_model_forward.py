@@ -5,6 +5,7 @@ import torch
 from tracking_driver import run_clip, synthetic_clip
 
 from sam2_scale.model import build_sam2, set_activation_checkpointing
+from sam2_scale.model.attention import attention_kernels
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,11 @@ def test_training_mode_has_no_object_score_in_output(tiny256):
     model.eval()
 
 
-def _loss_and_grads(model, frames, gt):
+def _loss_and_grads(model, frames, gt, kernels=()):
+    """The forward under the attention `kernels`, the backward outside them (as the trainer runs)."""
     torch.manual_seed(123)  # same dropout / drop-path draws in both runs
-    outs = run_clip(model, frames, gt)
+    with attention_kernels(kernels):
+        outs = run_clip(model, frames, gt)
     loss = sum(o["pred_masks_high_res"].sigmoid().mean() + o["obj_ptr"].pow(2).mean() for o in outs)
     model.zero_grad(set_to_none=True)
     loss.backward()
@@ -101,22 +104,12 @@ def test_recompute_uses_the_attention_kernel_of_the_forward():
     """The forward runs under `model.attention_backends` (here math, not the CPU's fused kernel),
     the backward outside it: the checkpointed regions must recompute with the forward's kernel,
     or the tensors they save differ and the backward stops (CheckpointError)."""
-    from sam2_scale.model.attention import attention_kernels
-
     torch.manual_seed(0)
     model = build_sam2("tiny", image_size=64).train()
     frames, gt = synthetic_clip(3, 1, 64)
-    results = []
-    for regions in ((), ("hiera", "memory_attention", "heads", "memory_encoder")):
-        set_activation_checkpointing(model, regions)
-        torch.manual_seed(123)
-        with attention_kernels(["math"]):
-            outs = run_clip(model, frames, gt)
-        loss = sum(o["pred_masks_high_res"].sigmoid().mean() + o["obj_ptr"].pow(2).mean() for o in outs)
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        results.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    plain, recomputed = results
+    _, plain = _loss_and_grads(model, frames, gt, kernels=["math"])
+    set_activation_checkpointing(model, ("hiera", "memory_attention", "heads", "memory_encoder"))
+    _, recomputed = _loss_and_grads(model, frames, gt, kernels=["math"])
     assert plain.keys() == recomputed.keys() and any(k.startswith("memory_attention.layers.") for k in plain)
     for name in plain:
         torch.testing.assert_close(recomputed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
