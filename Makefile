@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # tests of one xdist_group (the local SLURM clusters) run on one worker, the others where a core is free.
 PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $${PYTEST_WORKERS:-2} --dist loadgroup
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast test-inductor lint bench clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	$(VENV)/bin/shellcheck -x launch/*.sh launch/local_slurm/*.sh
-	$(PYTEST) --durations=25
+	$(PYTEST) -m "not inductor" --durations=25
 
 # The edit-test loop: units, config, model parts and equivalence at the tiny size (about 40 s
 # on 2 cores). `make test` adds the tests marked slow: real training runs, clusters, the demo.
 test-fast: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	$(PYTEST) -m "not slow"
+
+# Inductor generating and compiling kernels on the CPU for every strategy: one cold compile of the
+# tiny model (about 15 min on one core), shared by the strategies; outside `make test`'s budget.
+test-inductor: $(STAMP)
+	$(PYTEST) -n 0 -m inductor
 
 lint: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep

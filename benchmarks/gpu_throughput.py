@@ -6,19 +6,22 @@ Everything the GPU figures of BENCHMARKS.md need, in one run of at most `--time-
 1. Meta's reference training step (`benchmarks/reference_step.py`: SAM2Train + its loss, bf16
    autocast, AdamW, clipping) at the recipe setting: 1 clip of 8 frames x 3 objects, 1024².
 2. This project's step (the ddp Engine: prompt simulation, batched unroll, loss, backward,
-   optimizer) for clips per GPU 1, 2, 4, 8 (until memory passes `--memory-cap` GiB or runs out),
-   eager and with `train.compile`, under several activation-checkpointing regions. Clips/s,
-   frames/s, MFU (model FLOPs: no recomputation, averaged over prompt scenarios), HFU, peak memory.
+   optimizer) for the rows of `--plan`: clips per GPU (until memory passes `--memory-cap` GiB or
+   runs out), eager or with `train.compile`, activation-checkpointing regions. Clips/s, frames/s,
+   MFU (model FLOPs: no recomputation, averaged over prompt scenarios), HFU, peak memory, and the
+   seconds before the timed steps (build, compile, warm-up).
 3. Where the time of the best setting goes (torch.profiler, GPU time per component and the
    share of the step the GPU sits idle).
 4. Scaled-dot-product attention kernels (flash, efficient, cuDNN, math) at the model's shapes.
 5. A host-sync check of the step under `torch.cuda.set_sync_debug_mode("error")`.
 6. One end-to-end row: `python -m sam2_scale.train` with the real loader on synthetic 1024²
    shards, its data wait as a share of the step.
-Large first, then base_plus. Each phase runs in its own process (peak memory is its own).
+Large first, then base_plus. Each phase runs in its own process (peak memory is its own), and each
+row within its own time cap: every row ends in the tables as a result or as the reason it has
+none (out of memory, the memory cap, time, or its error's last line).
 
     python benchmarks/gpu_throughput.py --json $OUT/gpu.json --write BENCHMARKS.md
-    python benchmarks/gpu_throughput.py --toy      # the same phases on a CPU, tiny model, seconds per row
+    python benchmarks/gpu_throughput.py --toy      # the same phases and plan on a CPU, at tiny, 64²
 """
 
 import argparse
@@ -26,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,22 +41,28 @@ from report import add_run  # benchmarks/report.py (the script folder is on sys.
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Training throughput (`benchmarks/gpu_throughput.py`)"
 # Each phase's share of the time limit; what a phase leaves unused goes to the next.
-PHASES = {"meta": 0.15, "ours": 0.5, "profile": 0.08, "attention": 0.04, "syncs": 0.04, "e2e": 0.19}
+PHASES = {"meta": 0.12, "ours": 0.6, "profile": 0.07, "attention": 0.03, "syncs": 0.03, "e2e": 0.15}
 CHECKPOINTING = {"none": [], "hiera": ["hiera"], "hiera+mem": ["hiera", "memory_attention"]}
 # Rows within the time budget, most important first: the baseline of the last table (1 clip,
 # eager), then clips per GPU and compilation at the memory-saving settings that let them fit.
+# `plan_seconds` checks that they fit the "ours" phase's share on an H100 (tests/test_gpu_benchmark.py).
 DEFAULT_PLAN = [
     "large/eager/none/1",
-    "large/eager/hiera/4",
-    "large/compile/hiera/4",
-    "large/compile/hiera/8",
+    "large/eager/hiera/2",
+    "large/compile/hiera/2",
     "base_plus/eager/none/1",
-    "base_plus/compile/hiera/8",
-    "large/compile/hiera+mem/8",
-    "large/eager/hiera/8",
-    "large/compile/none/2",
-    "base_plus/compile/hiera/4",
 ]
+# What the estimate of a row's time rests on. Measured: one H200, 2026-11-27, the previous step
+# (BENCHMARKS.md): seconds per step at 1 clip, eager, no checkpointing, and the slowdown of
+# checkpointing the Hiera blocks. Assumed until a GPU run reports them (its "first steps s"
+# column): an H100 1.25x slower; steps linear in clips (an upper bound: one clip leaves the GPU
+# mostly idle); checkpointing memory attention too 1.2x slower again; a compiled step no faster
+# than eager; a size's first compile 150 s (dynamo and AOT tracing take 122 s for tiny on one
+# core of the 2-core test machine, and large has as many graphs; Triton's code generation runs
+# on the GPU machine's 16 cores); 20 s to build a row.
+H200_STEP_S = {"large": 1 / 0.832, "base_plus": 1 / 0.873, "tiny": 1 / 0.966}
+CHECKPOINT_SLOWDOWN = {"none": 1.0, "hiera": 1 / 0.72, "hiera+mem": 1.2 / 0.72}
+H100_SLOWDOWN, FIRST_COMPILE_S, ROW_BUILD_S = 1.25, 150.0, 20.0
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -82,8 +92,9 @@ def synthetic_batch(s, clips, device, seed=0):
     return collate_clips(parts).to(device)
 
 
-def timed(step, device, warmup, steps, deadline):
-    """Mean seconds per call of step(i) over `steps` calls after `warmup`, and the peak memory."""
+def timed(step, device, warmup, steps, deadline, min_steps=3):
+    """Mean seconds per call of step(i) over `steps` calls after `warmup` (fewer, but at least
+    `min_steps`, once past `deadline`), and the peak memory."""
     import torch
 
     for i in range(warmup):
@@ -95,7 +106,7 @@ def timed(step, device, warmup, steps, deadline):
     for i in range(warmup, warmup + steps):
         step(i)
         done += 1
-        if time.perf_counter() > deadline and done >= 5:
+        if time.perf_counter() > deadline and done >= min_steps:
             break
     sync(device)
     seconds = (time.perf_counter() - start) / done
@@ -119,6 +130,56 @@ def device_name(device):
 def last_line(exc):
     """An exception as one table cell: its type and the last line of its message."""
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]
+
+
+class RowTimeout(Exception):
+    """A row ran past its own time cap."""
+
+
+class RowTimeCap:
+    """Raises RowTimeout in this (the phase's) process once `seconds` have passed, whatever the
+    row is doing: a cold compile or a slow step cannot take the rows after it. The timed steps
+    stop by themselves at `deadline` (80 % of the cap), so a row that is only slow still reports."""
+
+    def __init__(self, seconds):
+        self.seconds = max(1.0, seconds)
+        self.deadline = time.perf_counter() + 0.8 * self.seconds
+        self.expired = False  # also when the compiler re-raised the timeout as its own error
+
+    def reason(self):
+        return f"time: over the row's {self.seconds:.0f} s cap"
+
+    def __enter__(self):
+        def expire(signum, frame):
+            self.expired = True
+            raise RowTimeout(self.reason())
+
+        self.previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous)
+
+
+def failed_row(record, exc, cap):
+    """The record of a row that raised: its time cap, or its error's last line."""
+    return {**record, "skipped": cap.reason()} if cap.expired else {**record, "error": last_line(exc)}
+
+
+def plan_seconds(plan, warmup, steps, slowdown=H100_SLOWDOWN):
+    """Estimated seconds of the "ours" phase for `plan` (see the constants above DEFAULT_PLAN)."""
+    total, compiled = 0.0, set()
+    for row in plan:
+        size, compile_, name, clips = parse_row(row)
+        step_s = H200_STEP_S[size] * slowdown * CHECKPOINT_SLOWDOWN[name] * clips
+        first = 0.0
+        if compile_ and size not in compiled:
+            compiled.add(size)
+            first = FIRST_COMPILE_S
+        total += ROW_BUILD_S + first + step_s * (warmup + steps + (4 if compile_ else 0))  # 4 covering warm-ups
+    return total
 
 
 def emit(record):
@@ -177,18 +238,31 @@ def phase_meta(args, device, deadline):
 
     from sam2_scale.data.transforms import normalize_frames
 
-    for size in args.sizes:
+    for size in sizes_run(args):
         s = setting(args, size)
-        torch.manual_seed(0)
-        step = build_reference_step(s["size"], s["image_size"], device, s["precision"])
-        batch = synthetic_batch(s, 1, device)
-        ref_batch = reference_batch(normalize_frames(batch.frames), batch.masks, batch.obj_to_frame_idx)
-        seconds, peak, done = timed(lambda i, step=step, b=ref_batch: step(b), device, args.warmup, args.steps, deadline)
+        record = {"phase": "meta", "size": s["size"], "clips": 1}
+        cap, ref_step, ref_batch = RowTimeCap(min(args.row_time_limit, deadline + 30 - time.perf_counter())), None, None
+        try:
+            with cap:
+                torch.manual_seed(0)
+                ref_step = build_reference_step(s["size"], s["image_size"], device, s["precision"])
+                batch = synthetic_batch(s, 1, device)
+                ref_batch = reference_batch(normalize_frames(batch.frames), batch.masks, batch.obj_to_frame_idx)
+                seconds, peak, done = timed(
+                    lambda i, f=ref_step, b=ref_batch: f(b), device, args.warmup, args.steps, cap.deadline
+                )
+        except torch.OutOfMemoryError:
+            emit({**record, "oom": True})
+            continue
+        except Exception as exc:
+            emit(failed_row(record, exc, cap))
+            continue
+        finally:
+            del ref_step, ref_batch
+            torch.cuda.empty_cache() if device.type == "cuda" else None
         emit(
             {
-                "phase": "meta",
-                "size": s["size"],
-                "clips": 1,
+                **record,
                 "step_s": seconds,
                 "clips_per_s": 1 / seconds,
                 "peak_gib": peak,
@@ -196,8 +270,14 @@ def phase_meta(args, device, deadline):
                 "device": device_name(device),
             }
         )
-        del step, ref_batch
-        torch.cuda.empty_cache() if device.type == "cuda" else None
+
+
+def sizes_run(args):
+    """The sizes of --sizes, once each (under --toy they all stand for tiny)."""
+    first = {}
+    for size in args.sizes:
+        first.setdefault(setting(args, size)["size"], size)
+    return list(first.values())
 
 
 def phase_ours(args, device, deadline):
@@ -216,44 +296,43 @@ def phase_ours(args, device, deadline):
     for row in args.plan:
         size, compile_, name, clips = parse_row(row)
         s = setting(args, size)
-        record = {"phase": "ours", "size": s["size"], "clips": clips, "compile": compile_, "ckpt": name}
+        record = {"phase": "ours", "row": row, "size": s["size"], "clips": clips, "compile": compile_, "ckpt": name}
         if size not in args.sizes:
             continue
         if (s["size"], compile_, name) in too_big and clips > 1:
             emit({**record, "skipped": "fewer clips were over the memory cap or out of memory"})
             continue
         if time.perf_counter() > deadline:
-            emit({**record, "skipped": "time"})
+            emit({**record, "skipped": "time: the phase's share of --time-limit was spent"})
             continue
+        started, engine, model = time.perf_counter(), None, None
+        cap = RowTimeCap(min(args.row_time_limit, deadline + 30 - started))
         try:
-            cfg = load_cfg(s, clips, compile_, CHECKPOINTING[name])
-            torch.manual_seed(0)
-            model = build_sam2(s["size"], image_size=s["image_size"], drop_path_rate=0.1, device=device).train()
-            engine = build_engine(model, cfg, info)
-            batch = synthetic_batch(s, clips, device)
-            warm = covering_micro_batches(cfg, s["frames"]) if compile_ else []
-        except Exception as exc:
-            emit({**record, "error": last_line(exc)})
-            continue
+            with cap:
+                cfg = load_cfg(s, clips, compile_, CHECKPOINTING[name])
+                torch.manual_seed(0)
+                model = build_sam2(s["size"], image_size=s["image_size"], drop_path_rate=0.1, device=device).train()
+                engine = build_engine(model, cfg, info)
+                batch = synthetic_batch(s, clips, device)
+                warm = covering_micro_batches(cfg, s["frames"]) if compile_ else []
 
-        def step(i, engine=engine, batch=batch, warm=warm):
-            engine.train_micro_batch(batch, warm[i] if i < len(warm) else i, True)
-            engine.step()
+                def step(i, engine=engine, batch=batch, warm=warm):
+                    engine.train_micro_batch(batch, warm[i] if i < len(warm) else i, True)
+                    engine.step()
 
-        started = time.perf_counter()
-        try:
-            seconds, mem, done = timed(step, device, len(warm) + args.warmup, args.steps, deadline)
+                seconds, mem, done = timed(step, device, len(warm) + args.warmup, args.steps, cap.deadline)
         except torch.OutOfMemoryError:
             emit({**record, "oom": True})
             too_big.add((s["size"], compile_, name))
             continue
-        except Exception as exc:  # the row's own failure: reported, and the next row runs
-            emit({**record, "error": last_line(exc)})
+        except Exception as exc:  # the row's own failure or its time cap: reported, and the next row runs
+            emit(failed_row(record, exc, cap))
             continue
         finally:
-            del engine, model, step
+            del engine, model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+        first_steps_s = time.perf_counter() - started - seconds * done  # build, compile, warm-up
         if mem > args.memory_cap:
             too_big.add((s["size"], compile_, name))  # more clips would only take more
         if (name, s["size"]) not in flops:
@@ -271,7 +350,7 @@ def phase_ours(args, device, deadline):
                 "mfu": model_flops / seconds / peak if peak else None,
                 "hfu": hardware_flops / seconds / peak if peak else None,
                 "tflop_per_step": model_flops / 1e12,
-                "first_steps_s": time.perf_counter() - started - seconds * done,
+                "first_steps_s": first_steps_s,
                 "device": device_name(device),
             }
         )
@@ -470,7 +549,7 @@ def phase_e2e(args, device, deadline):
         shards = str(work / "sav/shard-*.tar")
     prep_s = time.perf_counter() - started
     clips = args.profile_clips
-    steps = 8 if args.toy else 40
+    steps = 8 if args.toy else 12
     config = {
         "model": {
             "size": s["size"],
@@ -501,14 +580,16 @@ def phase_e2e(args, device, deadline):
             "compile": args.profile_compile,
             "compile_backend": s["backend"],
             "peak_tflops": args.peak_tflops,
+            "flop_scenarios": args.flop_scenarios,
         },
-        "checkpoint": {"every": 0},
+        "checkpoint": {"every": 0, "at_end": False},  # a multi-GB save measures nothing here
         "wandb": {"mode": "disabled"},
     }
     import yaml
 
     (work / "e2e.yaml").write_text(yaml.safe_dump(config))
     timeout = max(60.0, deadline - time.perf_counter())
+    stopped = ""
     try:
         subprocess.run(
             [sys.executable, "-m", "sam2_scale.train", "--config", str(work / "e2e.yaml"), "--resume", "none"],
@@ -518,11 +599,18 @@ def phase_e2e(args, device, deadline):
             text=True,
             timeout=timeout,
         )
-    except subprocess.SubprocessError as exc:
-        emit({"phase": "e2e", "error": f"{type(exc).__name__}: {str(getattr(exc, 'stderr', '') or exc)[-300:]}"})
+    except subprocess.TimeoutExpired:
+        stopped = f"stopped at the phase's {timeout:.0f} s"  # the windows logged so far still count
+    except subprocess.CalledProcessError as exc:
+        emit({"phase": "e2e", "error": f"exit {exc.returncode}: {(exc.stderr or '')[-300:]}"})
         return
-    records = [json.loads(line) for line in (work / "run/metrics.jsonl").read_text().splitlines()]
-    windows = [r for r in records if "time/step_s" in r][1:]  # the first window holds compilation
+    metrics = work / "run/metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    windows = [r for r in records if "time/step_s" in r]
+    if not windows:
+        emit({"phase": "e2e", "skipped": f"time: {stopped} before the first log line"})
+        return
+    windows = windows[1:] or windows  # the first window holds compilation, when there are others
     step_s = sum(r["time/step_s"] for r in windows) / len(windows)
     wait = sum(r["time/data_wait_max_s"] for r in windows) / len(windows)
     emit(
@@ -537,6 +625,8 @@ def phase_e2e(args, device, deadline):
             "data_wait_share": wait / step_s,
             "mfu": windows[-1].get("mfu"),
             "prep_s": prep_s,
+            "steps": windows[-1]["step"],
+            "stopped": stopped,
         }
     )
 
@@ -566,19 +656,26 @@ def run_phase(args, phase, remaining):
 
 
 def unreported_rows(records, args):
-    """A record for every plan row of the sizes run that reported nothing (its phase ended
-    first), saying so: no row leaves the tables silently."""
-    reported = {(r["size"], r["clips"], r["compile"], r["ckpt"]) for r in records if r.get("phase") == "ours" and "clips" in r}
-    ended = next((r["error"] for r in records if r.get("phase") == "ours" and "clips" not in r and r.get("error")), "")
+    """A record for Meta's row of each size and every plan row that reported nothing (its phase
+    ended first), saying so: no row leaves the tables silently."""
+    reported = {r["row"] for r in records if r.get("phase") == "ours" and "row" in r}
+    ended = next((r["error"] for r in records if r.get("phase") == "ours" and "row" not in r and r.get("error")), "")
     reason = f"not run: the phase ended ({ended.splitlines()[-1] if ended else 'no record'})"
     missing = []
-    for row in args.plan:
+    if "meta" in args.phases:
+        meta_reported = {r.get("size") for r in records if r.get("phase") == "meta"}
+        meta_ended = next((r["error"] for r in records if r.get("phase") == "meta" and "size" not in r), "no record")
+        for size in sizes_run(args):
+            if setting(args, size)["size"] not in meta_reported:
+                why = f"not run: the phase ended ({meta_ended.splitlines()[-1]})"
+                missing.append({"phase": "meta", "size": setting(args, size)["size"], "clips": 1, "skipped": why})
+    if "ours" not in args.phases:
+        return missing
+    for row in dict.fromkeys(args.plan):
         size, compile_, name, clips = parse_row(row)
-        key = (setting(args, size)["size"], clips, compile_, name)
-        if size in args.sizes and key not in reported:
-            reported.add(key)
-            row_record = {"phase": "ours", "size": key[0], "clips": clips, "compile": compile_, "ckpt": name}
-            missing.append({**row_record, "skipped": reason})
+        if size in args.sizes and row not in reported:
+            row_record = {"phase": "ours", "row": row, "size": setting(args, size)["size"], "clips": clips}
+            missing.append({**row_record, "compile": compile_, "ckpt": name, "skipped": reason})
     return missing
 
 
@@ -638,6 +735,7 @@ def report(records, args, torch_version):
             lines.append(
                 f"- end to end (`python -m sam2_scale.train`, real loader, {r['clips']} clips, compile {r['compile']}, "
                 f"ckpt {r['ckpt']}): {r['clips_per_s']:.2f} clips/s{versus}, data wait {r['data_wait_share']:.0%} of the step"
+                + (f" ({r['steps']} steps, {r['stopped']})" if r.get("stopped") else "")
             )
         if r.get("error") and r.get("phase") not in ("meta", "ours"):
             lines.append(f"- {r['phase']}: failed: {r['error'][-200:]}")
@@ -646,7 +744,11 @@ def report(records, args, torch_version):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--toy", action="store_true", help="CPU smoke form: tiny, 64², 3 frames x 2 objects, fp32, aot_eager")
+    parser.add_argument(
+        "--toy",
+        action="store_true",
+        help="CPU smoke form: every size and row of the plan at tiny, 64², 3 frames x 2 objects, fp32, aot_eager",
+    )
     parser.add_argument("--phases", nargs="+", choices=list(PHASES), default=list(PHASES), help="what to run (default: all)")
     parser.add_argument("--sizes", nargs="+", default=["large", "base_plus"])
     parser.add_argument(
@@ -656,15 +758,21 @@ def main():
         help="rows of this project's step, SIZE/eager|compile/CHECKPOINTED/CLIPS, most important first "
         f"(CHECKPOINTED: {', '.join(CHECKPOINTING)}); default: %(default)s",
     )
-    parser.add_argument("--profile-clips", type=int, default=4, help="clips per GPU of the profile, attention and e2e rows")
+    parser.add_argument("--profile-clips", type=int, default=2, help="clips per GPU of the profile, attention and e2e rows")
     parser.add_argument("--profile-compile", action="store_true", help="profile and e2e with train.compile")
     parser.add_argument("--profile-ckpt", choices=CHECKPOINTING, default="hiera")
     parser.add_argument("--memory-cap", type=float, default=75.0, help="stop adding clips past this peak GiB (80 GB cards)")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per row (default 30)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5; compile adds its own)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per row, at most (default 5; at least 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1; compile adds its own)")
     parser.add_argument("--flop-scenarios", type=int, default=8, help="prompt scenarios averaged for the FLOP count")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: the built-in table)")
     parser.add_argument("--time-limit", type=float, default=540, help="seconds for the whole run (default 540)")
+    parser.add_argument(
+        "--row-time-limit",
+        type=float,
+        default=240,
+        help="seconds for one row, build and compile included (default 240); a row past it is reported as such",
+    )
     parser.add_argument("--e2e-shards", help="SA-V shards of the end-to-end row (default: made in the run, which needs PyAV)")
     parser.add_argument("--json", help="also write every raw record to this file")
     parser.add_argument("--write", help="append the tables to this Markdown file (BENCHMARKS.md)")
@@ -686,10 +794,8 @@ def main():
         globals()[f"phase_{phase}"](args, device, deadline)
         return
 
-    if args.toy:
-        args.sizes, args.steps, args.warmup, args.profile_clips, args.flop_scenarios = ["tiny"], 3, 1, 2, 1
-        if args.plan == DEFAULT_PLAN:
-            args.plan = ["tiny/eager/none/1", "tiny/eager/hiera/2", "tiny/compile/hiera/2"]
+    if args.toy:  # the plan as given (the default one too), each row at the toy setting
+        args.steps, args.warmup, args.profile_clips, args.flop_scenarios = 3, 1, 2, 1
     import torch
 
     start, records, carried = time.perf_counter(), [], 0.0
@@ -708,8 +814,7 @@ def main():
             print(json.dumps(r), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=1))
-    if "ours" in args.phases:
-        records += unreported_rows(records, args)
+    records += unreported_rows(records, args)
     table = report(records, args, torch.__version__)
     print(table)
     if args.write:

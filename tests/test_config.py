@@ -65,6 +65,7 @@ def test_mose_recipe_has_the_released_numbers(reference_hparams):
     assert cfg.optim.layer_decay == reference_hparams["layer_decay"]["value"]
     assert cfg.optim.weight_decay == reference_hparams["weight_decay"]["default"]
     assert cfg.model.drop_path_rate == reference_hparams["drop_path_rate"]["value"]
+    assert cfg.model.memory_attention_dropout == reference_hparams["dropout"]["memory_attention_layers"]
     assert cfg.model.size == "base_plus" and cfg.model.image_size == scratch["resolution"]
 
 
@@ -122,6 +123,8 @@ def datasets(*replacements):
         (["train.max_nonfinite_steps=0"], r"train\.max_nonfinite_steps: must be >= 1, got 0"),
         (["train.preempt_grace_s=0"], r"train\.preempt_grace_s: must be > 0 seconds"),
         (["train.dist_timeout_s=0"], r"train\.dist_timeout_s: must be > 0 seconds"),
+        (["train.flop_scenarios=0"], r"train\.flop_scenarios: must be >= 1"),
+        (["model.memory_attention_dropout=1"], r"model\.memory_attention_dropout: must be in \[0, 1\) \(0 = off\)"),
         (["train.grad_clip=-1"], r"train\.grad_clip: must be >= 0, got -1\.0 \(0 = no clipping\)"),
         (["train.ema_decay=1"], r"train\.ema_decay: must be in \[0, 1\) \(0 = off\)"),
         (["checkpoint.keep=-1"], r"checkpoint\.keep: must be >= 0, got -1 \(0 = keep all\)"),

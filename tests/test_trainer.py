@@ -34,8 +34,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(config, tmp_path, world=2, args=(), log_name="run"):
-    """Start `world` ranks as srun does: one process each, rank in the environment, one process group."""
+def launch(config, tmp_path, world=2, args=(), log_name="run", command=None):
+    """Start `world` ranks as srun does: one process each, rank in the environment, one process
+    group. Each runs the trainer with `config` and `args`, or `command`."""
     env = trainer_env(tmp_path)
     env.update(WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     procs, group = [], None
@@ -43,7 +44,7 @@ def launch(config, tmp_path, world=2, args=(), log_name="run"):
         log = open(tmp_path / f"{log_name}.rank{rank}.log", "w")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "sam2_scale.train", "--config", str(config), *args],
+                command or [sys.executable, "-m", "sam2_scale.train", "--config", str(config), *args],
                 env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                 cwd=ROOT,
                 stdout=log,

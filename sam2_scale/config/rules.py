@@ -27,6 +27,7 @@ def _validate_train(cfg):
     _at_least(t.log_every, 1, "train.log_every")
     _at_least(t.steps_per_epoch, 1, "train.steps_per_epoch")
     _at_least(t.max_nonfinite_steps, 1, "train.max_nonfinite_steps")
+    _at_least(t.flop_scenarios, 1, "train.flop_scenarios")
     _require(t.preempt_grace_s > 0, "train.preempt_grace_s", f"must be > 0 seconds, got {t.preempt_grace_s!r}")
     _require(t.dist_timeout_s > 0, "train.dist_timeout_s", f"must be > 0 seconds, got {t.dist_timeout_s!r}")
     _at_least(t.grad_clip, 0, "train.grad_clip", " (0 = no clipping)")
@@ -92,6 +93,9 @@ def validate(cfg):
     """Refuse values that cannot work; the error names the key and what is wrong."""
     _validate_train(cfg)
     _validate_data(cfg)
+    for key in ("drop_path_rate", "memory_attention_dropout"):
+        rate = getattr(cfg.model, key)
+        _require(0 <= rate < 1, f"model.{key}", f"must be in [0, 1) (0 = off), got {rate!r}")
     _at_least(cfg.eval.every, 0, "eval.every", " (0 = only at the end)")
     _at_least(cfg.eval.protocol_every, 0, "eval.protocol_every", " (0 = only at the end)")
     _at_least(cfg.eval.protocol_max_videos, 0, "eval.protocol_max_videos", " (0 = all)")

@@ -29,6 +29,7 @@ class ModelConfig:
     size: ModelSize = "tiny"  # one of the four released SAM 2.1 sizes
     image_size: int = 1024  # input side in pixels; must equal data.resolution
     drop_path_rate: float = 0.1  # stochastic depth of the Hiera trunk
+    memory_attention_dropout: float = 0.1  # dropout of the memory-attention layers (0 with drop_path_rate 0: no random draw)
     # Regions recomputed in backward instead of keeping their activations ([] = none).
     activation_checkpointing: list[CheckpointRegion] = field(default_factory=list)
     # Attention kernels in order of preference ([] = PyTorch's choice); benchmarks/gpu_throughput.py times them.
@@ -143,6 +144,7 @@ class TrainConfig:
     steps_per_epoch: int = 1000  # the data loader reseeds its shard draws every epoch
     log_every: int = 10  # optimizer steps between metric lines (metrics.jsonl, W&B)
     peak_tflops: float = 0.0  # per device, for MFU (0 = from the built-in table; none on CPU)
+    flop_scenarios: int = 16  # prompt scenarios averaged by the MFU's FLOP count (counted once, at start)
     preempt_grace_s: float = 300.0  # after SIGUSR1/SIGTERM, force exit if the save has not finished
     # A collective that waits longer than this fails the job (NCCL's watchdog, gloo): a hung rank
     # ends the allocation instead of holding it to its time limit.
@@ -153,6 +155,7 @@ class TrainConfig:
 class CheckpointConfig:
     every: int = 1000  # optimizer steps between checkpoints (0 = only on preemption and at the end)
     keep: int = 3  # newest complete checkpoints kept (0 = all)
+    at_end: bool = True  # also save at the last step (false: runs that only measure)
     dir: str = ""  # default: <train.out_dir>/checkpoints
 
 

@@ -1,9 +1,10 @@
 """Regional `torch.compile` of SAM 2.1: fewer, larger kernels where the step spends its launches.
 
 Compiled regions: each Hiera block, each memory-attention layer, one pass of the SAM heads
-(prompt encoder + mask decoder), one pass of the memory encoder. The glue between them (prompt
-simulation, memory-bank assembly, the frame loop) stays eager Python: its shapes and branches
-change every step, and it launches little.
+(prompt encoder + mask decoder), one pass of the memory encoder (under ZeRO-3 the Hiera blocks
+only). A module region compiles its `forward`, so that hooks around the call stay eager. The
+glue between them (prompt simulation, memory-bank assembly, the frame loop) stays eager Python:
+its shapes and branches change every step, and it launches little.
 
 Object count, memory frames, pointer tokens and prompt points change from call to call. The
 callers mark those dimensions dynamic (`mark_dynamic`) so each region compiles one graph for
@@ -30,18 +31,29 @@ def mark_objects_dynamic(*tensors):
             mark_dynamic(tensor, 0)
 
 
-def compile_regions(model, backend="inductor"):
+def compile_regions(model, backend="inductor", trunk_only=False):
     """Compile `model`'s regions in place (see the module docstring). backend: a torch.compile
-    backend ("inductor" for speed; "aot_eager" traces the same graphs without generating code)."""
+    backend ("inductor" for speed; "aot_eager" traces the same graphs without generating code).
+    trunk_only: the Hiera blocks alone (what ZeRO-3 can take: see the DeepSpeed engine)."""
     # Blocks of one class share their code; each distinct configuration (width, window, pooling)
     # is one more cache entry of it, beyond the default limit of 8 on large.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
-    for block in model.image_encoder.trunk.blocks:
-        block.compile(backend=backend)
-    for layer in model.memory_attention.layers:
-        layer.compile(backend=backend)
-    model.memory_encoder.compile(backend=backend)
-    # An instance attribute shadows the method: every caller of `_sam_heads` gets the compiled one.
-    model._sam_heads = torch.compile(model._sam_heads, backend=backend)
+    modules = list(model.image_encoder.trunk.blocks)
+    if not trunk_only:
+        modules += [*model.memory_attention.layers, model.memory_encoder]
+        # An instance attribute shadows the method: every caller of `_sam_heads` gets the compiled one.
+        model._sam_heads = torch.compile(model._sam_heads, backend=backend)
+    for module in modules:
+        # `forward`, not the whole call: the module's hooks (FSDP's unshard, ZeRO-3's gather)
+        # stay outside the graph, in eager code, where they need no tracing.
+        module.forward = torch.compile(module.forward, backend=backend)
     return model
+
+
+def compile_counts():
+    """(graphs compiled, graph breaks met) by this process so far, from dynamo's counters: a graph
+    count that still grows after the first steps is a recompile."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())

@@ -63,6 +63,7 @@ def build_sam2(
     size,
     image_size=1024,
     drop_path_rate=0.0,
+    memory_attention_dropout=0.1,
     activation_checkpointing=False,
     device=None,
     **model_kwargs,
@@ -71,6 +72,8 @@ def build_sam2(
 
     image_size: any multiple of 32 (1024 for the released models; smaller for tests).
     drop_path_rate: stochastic depth of the trunk (0.1 in the training recipe, 0 for inference).
+    memory_attention_dropout: dropout of the memory-attention layers (0.1, as released; only active
+        in train mode).
     activation_checkpointing: regions of CHECKPOINT_REGIONS recomputed in backward (True: the Hiera
         blocks and memory-attention layers).
     device: e.g. "meta" to build without allocating weights.
@@ -94,7 +97,7 @@ def build_sam2(
         neck = FpnNeck(d_model=256, backbone_channel_list=trunk.channel_list)
         model = SAM2Base(
             image_encoder=ImageEncoder(trunk, neck, scalp=1),
-            memory_attention=MemoryAttention(d_model=256, num_layers=4),
+            memory_attention=MemoryAttention(d_model=256, num_layers=4, dropout=memory_attention_dropout),
             memory_encoder=MemoryEncoder(out_dim=64),
             image_size=image_size,
             **model_kwargs,

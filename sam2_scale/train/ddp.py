@@ -2,6 +2,7 @@
 
 import contextlib
 
+import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .engine import Engine, TrainingStep, make_optimizer
@@ -13,6 +14,10 @@ class DDPEngine(Engine):
     def __init__(self, model, cfg, dist_info):
         super().__init__(cfg, dist_info)
         self.training_step = TrainingStep(model, cfg, dist_info.rank)
+        # Dynamo's DDP optimizer splits a compiled graph at gradient-bucket edges; the regions are
+        # single blocks already, whose gradients reach the reducer as each region's backward ends.
+        # Splitting them buys no overlap, and the splitter fails on regions with dynamic shapes.
+        torch._dynamo.config.optimize_ddp = False
         # Image steps leave the memory modules unused and mask prompts the prompt encoder:
         # the reducer has to look for unused parameters every step.
         self.ddp = DistributedDataParallel(

@@ -22,6 +22,7 @@ from deepspeed.utils import (
     safe_get_full_optimizer_state,
     safe_set_full_fp32_param,
     safe_set_full_optimizer_state,
+    set_z3_leaf_module,
 )
 
 from ..checkpoints.layout import ELASTIC_FILE
@@ -77,7 +78,17 @@ class DeepSpeedEngine(Engine):
         super().__init__(cfg, dist_info)
         self.ds_config = load_ds_config(cfg.train.deepspeed_config, cfg)
         self.zero_stage = self.ds_config.get("zero_optimization", {}).get("stage", 0)
-        self.training_step = TrainingStep(model, cfg, dist_info.rank)
+        trunk_only = self.zero_stage == 3 and cfg.train.compile
+        if trunk_only:
+            # ZeRO-3 gathers a module's weights in hooks around its call and a child's on attribute
+            # access, neither of which a compiled graph runs: it would see the empty partitions.
+            # A Hiera block made a ZeRO-3 leaf is gathered whole by its own hook, outside its
+            # compiled forward. The other regions cannot be leaves: a leaf's gradients are
+            # reduced once per call of it, and memory attention, the memory encoder and the SAM
+            # heads run once per frame. Under ZeRO-3 they stay eager.
+            for block in model.image_encoder.trunk.blocks:
+                set_z3_leaf_module(block, True)
+        self.training_step = TrainingStep(model, cfg, dist_info.rank, compile_trunk_only=trunk_only)
         optimizer, scheduler = make_optimizer(model, cfg)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.training_step, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config, dist_init_required=False

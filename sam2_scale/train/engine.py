@@ -44,7 +44,7 @@ class TrainingStep(nn.Module):
     resumed run draws what the uninterrupted one would have, with no generator state to carry.
     """
 
-    def __init__(self, model, cfg, rank):
+    def __init__(self, model, cfg, rank, compile_trunk_only=False):
         super().__init__()
         self.model = model
         self.prompt_cfg = cfg.prompts
@@ -53,7 +53,7 @@ class TrainingStep(nn.Module):
         self.seed, self.rank = cfg.train.seed, rank
         self.attention_backends = cfg.model.attention_backends
         if cfg.train.compile:
-            compile_regions(model, backend=cfg.train.compile_backend)
+            compile_regions(model, backend=cfg.train.compile_backend, trunk_only=compile_trunk_only)
             self.loss_fn.compile_step_terms(backend=cfg.train.compile_backend)
 
     def forward(self, batch, micro_batch):

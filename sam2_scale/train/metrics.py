@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..model.compile import compile_counts
 from .distributed import all_reduce_max, all_reduce_sum
 
 # Dense bf16 peak of one device, TFLOP/s (vendor datasheets, without sparsity).
@@ -109,6 +110,8 @@ def format_line(step, total, m):
     ]
     if "mfu" in m:
         parts.append(f"mfu {m['mfu']:.3f} (hfu {m['hfu']:.3f})")
+    if "compile/graphs" in m:
+        parts.append(f"{int(m['compile/graphs'])} compiled graphs, {int(m['compile/graph_breaks'])} breaks")
     parts.append(f"mem {m['memory/peak_gib']:.2f} GiB")
     parts.append(f"data wait {m['time/data_wait_max_s']:.3f}s")
     if "data/skipped_samples" in m:
@@ -119,13 +122,15 @@ def format_line(step, total, m):
 class StepMetrics:
     """Counts what the steps since the last log line did, and logs it every `train.log_every`
     steps and at the last one: losses (mean over every rank's micro-batches), lr per group, grad
-    norms, throughput, MFU, memory, data wait, skipped samples. Logging is collective."""
+    norms, throughput, MFU, memory, data wait, skipped samples, and under compile the graphs
+    compiled and graph breaks met so far (the most of any rank). Logging is collective."""
 
     LOSS_KEYS = {"core_loss": "core", "loss_mask": "mask", "loss_dice": "dice", "loss_iou": "iou", "loss_class": "class"}
 
     def __init__(self, cfg, sink, dist_info, flops=None, peak=None):
         self.log_every, self.total_steps = cfg.train.log_every, cfg.optim.total_steps
         self.sink, self.dist, self.flops, self.peak = sink, dist_info, flops, peak
+        self.compiling = cfg.train.compile
         self._reset()
 
     def _reset(self):
@@ -187,7 +192,7 @@ class StepMetrics:
         wait_sum, skipped, micro_batches, *loss_sums = all_reduce_sum(
             [self.data_wait, loader.skipped, self.micro_batches_seen] + [float(self.losses[k]) for k in keys], device
         )
-        (wait_max,) = all_reduce_max([self.data_wait], device)
+        wait_max, graphs, graph_breaks = all_reduce_max([self.data_wait, *compile_counts()], device)
         m = {f"loss/{k}": v / micro_batches for k, v in zip(keys, loss_sums)}
         m.update({f"lr/{group}": lr for group, lr in engine.learning_rates().items()})
         m.update(
@@ -207,6 +212,8 @@ class StepMetrics:
                 "data/skipped_samples": skipped,
             }
         )
+        if self.compiling:
+            m.update({"compile/graphs": graphs, "compile/graph_breaks": graph_breaks})
         if self.peak and self.model_flops:
             # This rank's FLOPs against one device's peak: every rank runs the same scenarios.
             m["mfu"] = self.model_flops / self.time / self.peak

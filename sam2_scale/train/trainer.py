@@ -53,6 +53,7 @@ def build_model(cfg, device):
         cfg.model.size,
         image_size=cfg.model.image_size,
         drop_path_rate=cfg.model.drop_path_rate,
+        memory_attention_dropout=cfg.model.memory_attention_dropout,
         activation_checkpointing=cfg.model.activation_checkpointing,
         device=device,
     )
@@ -62,6 +63,9 @@ def build_model(cfg, device):
 
 
 def train(cfg, resume="auto"):
+    """One run of `cfg`; returns its exit code. Joins the process group if there is one (and then
+    leaves it up: a driver may run several configs in one process, sharing compiled graphs)."""
+    owns_group = not dist.is_initialized()
     dist_info = init_distributed(cfg.train.dist_timeout_s)
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world_size
     out = Path(cfg.train.out_dir)
@@ -92,6 +96,7 @@ def train(cfg, resume="auto"):
     accum, total_steps = cfg.train.grad_accum_steps, cfg.optim.total_steps
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg, device)
+    num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them away
     torch.manual_seed(cfg.train.seed + 1 + rank)  # dropout and drop-path differ per rank
     engine = build_engine(model, cfg, dist_info)
     loader = MixedLoader(cfg.data, steps_per_epoch=cfg.train.steps_per_epoch * accum, pin_memory=device.type == "cuda")
@@ -113,7 +118,6 @@ def train(cfg, resume="auto"):
     if dist_info.is_main:
         atomic.write_text(out / "config.yaml", dump_config(cfg))
 
-    num_params = sum(p.numel() for p in model.parameters())
     log(
         f"SAM 2.1 {cfg.model.size} ({num_params:,} parameters) at {cfg.model.image_size}px, strategy {engine.name}, "
         f"{world} rank(s) on {device.type}, precision {cfg.train.precision}",
@@ -127,7 +131,7 @@ def train(cfg, resume="auto"):
         )
     peak = peak_flops(device, cfg.train.peak_tflops)
     # Model and hardware FLOPs per micro-batch, averaged over prompt scenarios (only for MFU).
-    flops = MicroBatchFlops(cfg, fused_attention=device.type == "cuda") if peak else None
+    flops = MicroBatchFlops(cfg, fused_attention=device.type == "cuda", num_scenarios=cfg.train.flop_scenarios) if peak else None
     if flops is not None:
         counting = time.perf_counter()
         for d in cfg.data.datasets:
@@ -159,7 +163,9 @@ def train(cfg, resume="auto"):
         if evaluator and step < total_steps:
             evaluator.maybe_run(engine, step, sink)
         stop, save_now = preemption.poll(device)
-        saved = checkpointer.maybe_save(step, engine, trainer_state, run_meta, force=stop or save_now or step == total_steps)
+        saved = checkpointer.maybe_save(
+            step, engine, trainer_state, run_meta, force=stop or save_now or (step == total_steps and cfg.checkpoint.at_end)
+        )
         if saved:
             log(f"checkpoint {saved}", dist_info)
         if stop:
@@ -171,7 +177,8 @@ def train(cfg, resume="auto"):
     preemption.disarm()
     sink.finish()
     dist.barrier()
-    dist.destroy_process_group()
+    if owns_group:
+        dist.destroy_process_group()
     return exit_code
 
 
