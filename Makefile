@@ -41,8 +41,9 @@ test-fast: $(STAMP)
 	$(PY) -m ruff check sam2_scale tests benchmarks data_prep
 	$(PYTEST) -m "not slow"
 
-# Inductor generating and compiling kernels on the CPU for every strategy: one cold compile of the
-# tiny model (about 15 min on one core), shared by the strategies; outside `make test`'s budget.
+# Inductor generating and compiling kernels on the CPU for every strategy (ddp and ZeRO-1/2 share
+# one cold compile of the tiny model, fsdp and ZeRO-3 make their own): tens of minutes on one
+# core, outside `make test`'s budget.
 test-inductor: $(STAMP)
 	$(PYTEST) -n 0 -m inductor
 

@@ -279,8 +279,9 @@ def test_every_strategy_trains_compiled_as_it_trains_eager_and_resumes(training_
 @pytest.mark.inductor
 def test_inductor_generates_the_kernels_of_every_strategy(training_shards, tmp_path):
     """Real code generation on the CPU: ddp, ZeRO-1/2/3 and fsdp train compiled with inductor (one
-    rank; the strategies share the kernels of one compile) and give eager's losses up to the
-    rounding of fused kernels, with no graph break. Video clips with mask prompts keep the graphs few."""
+    rank; ddp and ZeRO-1/2 share one compile, fsdp and ZeRO-3 make their own) and give eager's
+    losses up to the rounding of fused kernels, with no graph break. Video clips with mask prompts
+    keep the graphs few."""
     video_only = [{"name": "sav", "shards": str(training_shards / "sav/shard-*.tar"), "kind": "video", "num_frames": 3}]
     config = write_config(
         tmp_path / "base.yaml",
