@@ -13,6 +13,11 @@ The wheels are for CPython 3.12 on x86-64 Linux (the lent H200 machines' Python)
 are the ones those machines lack: Meta's `sam2` (built here from its sdist, without its CUDA
 extension) and what its `training` package imports, and the input pipeline's readers. The
 shards are synthetic SA-V videos at 1024² (so the machine needs no video decoder).
+
+    python benchmarks/gpu_prepare.py --check      # are the wheels enough? (minutes, with network)
+
+runs the benchmark's CPU form in a new venv holding only torch, the GPU image's packages
+(DEVICE_IMAGE) and the same wheels built for this machine's Python.
 """
 
 import argparse
