@@ -30,7 +30,7 @@ def test_window_partition_pads_bottom_right_with_zeros_and_round_trips():
     # Window 3 (bottom-right) holds x[3:5, 3:5] and zero padding elsewhere.
     assert torch.equal(windows[3, :2, :2], x[0, 3:5, 3:5])
     assert windows[3, 2].abs().sum() == 0 and windows[3, :, 2].abs().sum() == 0
-    assert torch.equal(window_unpartition(windows, 3, padded, (5, 5)), x)
+    assert torch.equal(window_unpartition(windows, 1, 3, padded, (5, 5)), x)
 
 
 def test_qpool_block_halves_grid_and_widens():

@@ -39,16 +39,34 @@ def compile_regions(model, backend="inductor", trunk_only=False):
     # is one more cache entry of it, beyond the default limit of 8 on large.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
-    modules = list(model.image_encoder.trunk.blocks)
+    # `forward`, not the whole call: the module's hooks (FSDP's unshard, ZeRO-3's gather) stay
+    # outside the graph, in eager code, where they need no tracing.
+    for block in model.image_encoder.trunk.blocks:
+        block.forward = _frames_only_dynamic(torch.compile(block.forward, backend=backend))
     if not trunk_only:
-        modules += [*model.memory_attention.layers, model.memory_encoder]
+        for module in [*model.memory_attention.layers, model.memory_encoder]:
+            module.forward = torch.compile(module.forward, backend=backend)
         # An instance attribute shadows the method: every caller of `_sam_heads` gets the compiled one.
         model._sam_heads = torch.compile(model._sam_heads, backend=backend)
-    for module in modules:
-        # `forward`, not the whole call: the module's hooks (FSDP's unshard, ZeRO-3's gather)
-        # stay outside the graph, in eager code, where they need no tracing.
-        module.forward = torch.compile(module.forward, backend=backend)
     return model
+
+
+def _frames_only_dynamic(compiled_forward):
+    """A Hiera block's graphs vary in frames alone (clips x clip length, marked dynamic here);
+    grid, width, heads and window are its configuration. The blocks share one `forward`, so the
+    compiler, meeting several configurations, would by default trace those as symbols too
+    (measured on tiny: 10-40x slower to trace, and kernels for symbolic widths). Automatic
+    dynamic shapes are off while a block compiles."""
+    compiled_forward = torch._dynamo.config.patch(automatic_dynamic_shapes=False)(compiled_forward)
+
+    def forward(x):
+        # FSDP2's pre-forward hook hands the block a view of the trunk's tensor in the forward
+        # but not in a checkpoint's recompute (the hook skips it), and the compiler guards on
+        # views: the two would run different graphs, which save different tensors. A view of
+        # either is the same kind of input.
+        return compiled_forward(mark_dynamic(x.view_as(x), 0))
+
+    return forward
 
 
 def compile_counts():

@@ -9,7 +9,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import checkpoint
-from .compile import mark_dynamic
 from .layers import MLP, DropPath
 
 
@@ -24,17 +23,18 @@ def window_partition(x, window):
     if pad_h or pad_w:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     hp, wp = h + pad_h, w + pad_w
-    x = x.view(b, hp // window, window, wp // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+    nh, nw = hp // window, wp // window
+    x = x.view(b, nh, window, nw, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, window, window, c), (hp, wp)
 
 
-def window_unpartition(windows, window, padded_hw, hw):
-    """Inverse of `window_partition`, cropping the padding."""
+def window_unpartition(windows, b, window, padded_hw, hw):
+    """Inverse of `window_partition` for a batch of `b`, cropping the padding."""
     hp, wp = padded_hw
     h, w = hw
-    b = windows.shape[0] // ((hp // window) * (wp // window))
-    x = windows.reshape(b, hp // window, wp // window, window, window, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    c = windows.shape[-1]
+    x = windows.reshape(b, hp // window, wp // window, window, window, c)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
     return x[:, :h, :w, :] if (hp > h or wp > w) else x
 
 
@@ -66,13 +66,14 @@ class MultiScaleAttention(nn.Module):
 
     def forward(self, x):
         b, h, w, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).unbind(2)
+        head_dim = self.dim_out // self.num_heads
+        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, head_dim).unbind(2)
         if self.q_pool is not None:
-            q = maxpool_channels_last(q.reshape(b, h, w, -1), self.q_pool)
+            q = maxpool_channels_last(q.reshape(b, h, w, self.dim_out), self.q_pool)
             h, w = q.shape[1:3]
-            q = q.reshape(b, h * w, self.num_heads, -1)
+            q = q.reshape(b, h * w, self.num_heads, head_dim)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, self.dim_out))
 
 
 class MultiScaleBlock(nn.Module):
@@ -102,7 +103,7 @@ class MultiScaleBlock(nn.Module):
                 shortcut = maxpool_channels_last(shortcut, self.pool)
 
         window = self.window_size
-        h, w = x.shape[1:3]
+        b, h, w = x.shape[:3]
         if window > 0:
             x, padded_hw = window_partition(x, window)
         x = self.attn(x)
@@ -112,7 +113,7 @@ class MultiScaleBlock(nn.Module):
             h, w = shortcut.shape[1:3]
             padded_hw = (h + (-h % window), w + (-w % window)) if window > 0 else None
         if self.window_size > 0:
-            x = window_unpartition(x, window, padded_hw, (h, w))
+            x = window_unpartition(x, b, window, padded_hw, (h, w))
 
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
@@ -182,7 +183,6 @@ class Hiera(nn.Module):
         outputs = []
         use_ckpt = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            mark_dynamic(x, 0)  # frames of several clips and clip lengths
             x = checkpoint(block, x) if use_ckpt else block(x)
             if i in self.stage_ends:
                 outputs.append(x.permute(0, 3, 1, 2))
