@@ -7,7 +7,8 @@ glue between them (prompt simulation, memory-bank assembly, the frame loop) stay
 its shapes and branches change every step, and it launches little.
 
 Object count, memory frames, pointer tokens and prompt points change from call to call. The
-callers mark those dimensions dynamic (`mark_dynamic`) so each region compiles one graph for
+callers mark those dimensions dynamic (`mark_dynamic`; a Hiera block marks its frames itself,
+see `_frames_only_dynamic`) so each region compiles one graph for
 all of them; sizes 0 and 1 are special to the compiler, so a region has a few graphs at most
 (objects 1 or more, memory frames 1 or more, mask prompt or not), all built during the first
 steps. `tests/test_compile.py` counts them with dynamo's counters.
