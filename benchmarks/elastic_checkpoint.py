@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
@@ -28,13 +27,9 @@ from report import add_run  # benchmarks/report.py (the script folder is on sys.
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from sam2_scale.train.distributed import free_port  # noqa: E402
+
 HEADING = "## World-size-independent checkpoints (`benchmarks/elastic_checkpoint.py`)"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def folder_bytes(folder, name=None):

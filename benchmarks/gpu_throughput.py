@@ -636,11 +636,13 @@ def phase_e2e(args, device, deadline):
 
 def run_phase(args, phase, remaining):
     """One phase in its own process; its RESULT lines are the records."""
+    from sam2_scale.train.distributed import free_port
+
     cmd = [sys.executable, __file__, "--phase", phase, "--deadline-in", str(remaining), "--settings", json.dumps(vars(args))]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_NUM_THREADS", "4")
-    port = str(29500 + list(PHASES).index(phase))
-    env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    # A free port, not a fixed one: another job (or benchmark) on the machine may hold any given port.
+    env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     try:
         # A phase stops starting rows at its deadline; the margin lets a started row finish.
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=remaining + 45)

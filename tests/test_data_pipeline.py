@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import socket
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,7 @@ from sam2_scale.prep.sa1b import Sa1bSource, find_sa1b_items
 from sam2_scale.prep.sav import SavSource, find_sav_items
 from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
 from sam2_scale.synthetic import write_synthetic_dataset
+from sam2_scale.train.distributed import free_port
 
 
 @pytest.fixture(scope="module")
@@ -183,12 +183,6 @@ def _rank_main(rank, world, port, root, out_dir, resampled):
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, "gathered.pt"))
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ counted."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -23,6 +22,7 @@ from sam2_scale.model import build_sam2, save_checkpoint
 from sam2_scale.prep.davis import DavisSource, find_davis_items
 from sam2_scale.prep.shards import plan_shards, run_shards, write_manifest
 from sam2_scale.synthetic import write_synthetic_dataset
+from sam2_scale.train.distributed import free_port
 
 MODEL = ["--size", "tiny", "--image-size", "64", "--no-progress"]
 
@@ -99,10 +99,7 @@ def test_two_ranks_give_the_numbers_of_one(data, tmp_path):
         single = run_eval(data, tmp_path / "one.json", *args[1:])
     finally:
         torch.set_num_threads(threads)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "sam2_scale.eval", *args, "--json", str(tmp_path / "two.json")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,11 @@ from sam2_scale.config import load_config
 from sam2_scale.data.batch import Batch
 from sam2_scale.model import build_sam2, load_checkpoint
 from sam2_scale.train.checkpoint import Checkpointer
-from sam2_scale.train.distributed import DistInfo
+from sam2_scale.train.distributed import DistInfo, free_port
 from sam2_scale.train.preemption import EXIT_HUNG, EXIT_NONFINITE, EXIT_PREEMPTED
 
 # Real training runs, clusters or the whole demo: the full tier only (`make test`).
 pytestmark = pytest.mark.slow
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(config, tmp_path, world=2, args=(), log_name="run", command=None):

@@ -25,7 +25,8 @@ class DistInfo:
         return self.rank == 0
 
 
-def _free_port():
+def free_port():
+    """A TCP port on this host that nothing listens on now (for a process group's rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -57,7 +58,7 @@ def _export_launcher_env():
     else:  # a single process
         env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", str(_free_port()))
+        env.setdefault("MASTER_PORT", str(free_port()))
 
 
 def cuda_device_index(local_rank, visible):
