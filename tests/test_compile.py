@@ -6,6 +6,7 @@ Dynamo decides graphs, guards and breaks; the `aot_eager` backend traces the sam
 to CPU minutes. Kernels themselves are the GPU benchmark's business.
 """
 
+import gc
 import json
 import os
 import signal
@@ -54,8 +55,20 @@ def micro_batches_with(cfg, num_frames, want, count=1):
     raise AssertionError("no such scenario")
 
 
+@pytest.fixture
+def collection_off():
+    """Tracing allocates millions of Python objects, and automatic garbage collection would take a
+    tenth of its time: off for the test, as the trainer has it (train.gc_every)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 @pytest.mark.slow
-def test_regions_compile_once_without_breaks_and_give_the_eager_outputs():
+def test_regions_compile_once_without_breaks_and_give_the_eager_outputs(collection_off):
     """One traced model serves both checks (tracing is nearly all of this test's time).
 
     1. No graph break in any region, and no recompile once the warm-up calls have met every kind

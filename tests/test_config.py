@@ -123,6 +123,7 @@ def datasets(*replacements):
         (["train.max_nonfinite_steps=0"], r"train\.max_nonfinite_steps: must be >= 1, got 0"),
         (["train.preempt_grace_s=0"], r"train\.preempt_grace_s: must be > 0 seconds"),
         (["train.dist_timeout_s=0"], r"train\.dist_timeout_s: must be > 0 seconds"),
+        (["train.gc_every=-1"], r"train\.gc_every: must be >= 0"),
         (["train.flop_scenarios=0"], r"train\.flop_scenarios: must be >= 1"),
         (["model.memory_attention_dropout=1"], r"model\.memory_attention_dropout: must be in \[0, 1\) \(0 = off\)"),
         (["train.grad_clip=-1"], r"train\.grad_clip: must be >= 0, got -1\.0 \(0 = no clipping\)"),

@@ -13,10 +13,13 @@ from tiny_run import write_config
 
 from sam2_scale.config import load_config
 
+RESHARDED = {"zero2": ("deepspeed", "zero2.json"), "zero3": ("deepspeed", "zero3.json"), "fsdp": ("fsdp", "")}
 
-def _engine_worker(rank, world, port, strategy, folder, result_file, train, zero_config="zero2.json"):
-    """Build the engine on `world` ranks; `train`: take two steps and save to `folder`, else
-    load `folder` (written on another world size). Rank 0 writes the consolidated state."""
+
+def _engine_worker(rank, world, port, folder, result_file, train):
+    """Build each engine of RESHARDED on `world` ranks, one after the other in one process group;
+    `train`: take two steps and save to `folder`/<name>, else load it (written on another world
+    size). Rank 0 writes the consolidated states, by name."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
     os.environ.update(MASTER_PORT=str(port), DS_ACCELERATOR="cpu")
     torch.set_num_threads(1)
@@ -25,64 +28,71 @@ def _engine_worker(rank, world, port, strategy, folder, result_file, train, zero
     from sam2_scale.train.strategies import build_engine
 
     info = init_distributed()
-    cfg = load_config(
-        None,
-        [
-            f"train.strategy={strategy}",
-            "train.precision=fp32",
-            *(["train.deepspeed_config=" + str(ROOT / "ds_configs" / zero_config)] if strategy == "deepspeed" else []),
-            f"train.ema_decay={0.0 if zero_config == 'zero3.json' else 0.5}",
-            "optim.base_lr=1e-3",
-            "optim.vision_lr=1e-3",
-            "optim.warmup_steps=1",
-        ],
-    )
-    torch.manual_seed(0)
-    engine = build_engine(build_sam2("tiny", image_size=64).train(), cfg, info)
-    if train:
-        for step in range(2):
-            engine.train_micro_batch(_clip(10 * rank + step), step, True)
-            engine.step()
-        engine.save(folder)
-    else:
-        engine.load(folder, resharded=True)
-    state = engine.consolidated_state()
-    ema = engine.full_state_dict(ema=True) if engine.ema is not None else {}
-    torch.manual_seed(1)
-    with torch.no_grad():  # the module's own (bf16 or partitioned) weights follow the masters
-        loss = engine.training_step(_clip(99), 0)["core_loss"].item()
+    results = {}
+    for name, (strategy, zero_config) in RESHARDED.items():
+        cfg = load_config(
+            None,
+            [
+                f"train.strategy={strategy}",
+                "train.precision=fp32",
+                *(["train.deepspeed_config=" + str(ROOT / "ds_configs" / zero_config)] if zero_config else []),
+                f"train.ema_decay={0.0 if zero_config == 'zero3.json' else 0.5}",
+                "optim.base_lr=1e-3",
+                "optim.vision_lr=1e-3",
+                "optim.warmup_steps=1",
+            ],
+        )
+        torch.manual_seed(0)
+        engine = build_engine(build_sam2("tiny", image_size=64).train(), cfg, info)
+        if train:
+            for step in range(2):
+                engine.train_micro_batch(_clip(10 * rank + step), step, True)
+                engine.step()
+            engine.save(os.path.join(folder, name))
+        else:
+            engine.load(os.path.join(folder, name), resharded=True)
+        state = engine.consolidated_state()
+        ema = engine.full_state_dict(ema=True) if engine.ema is not None else {}
+        torch.manual_seed(1)
+        with torch.no_grad():  # the module's own (bf16 or partitioned) weights follow the masters
+            loss = engine.training_step(_clip(99), 0)["core_loss"].item()
+        if rank == 0:
+            state["loss"] = loss
+            state["lr"] = [g["lr"] for g in engine.optimizer.param_groups]
+            state["ema"] = {k: v for k, v in ema.items() if k in state["weights"]}
+            results[name] = state
+        del engine
     if rank == 0:
-        state["loss"] = loss
-        state["lr"] = [g["lr"] for g in engine.optimizer.param_groups]
-        state["ema"] = {k: v for k, v in ema.items() if k in state["weights"]}
-        torch.save(state, result_file)
+        torch.save(results, result_file)
     torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy,zero_config", [("deepspeed", "zero2.json"), ("deepspeed", "zero3.json"), ("fsdp", "")])
-def test_engine_state_is_resharded_exactly(strategy, zero_config, tmp_path):
-    """Written by 2 ranks, loaded by 3 and by 1: fp32 weights, AdamW moments and step, the LR
-    schedule and the EMA, consolidated, are bitwise those that were saved, and the module
-    computes the same loss."""
+def test_engine_state_is_resharded_exactly(tmp_path):
+    """ZeRO-2, ZeRO-3 and FSDP2 state written by 2 ranks, loaded by 3 and by 1: fp32 weights,
+    AdamW moments and step, the LR schedule and the EMA, consolidated, are bitwise those that
+    were saved, and the module computes the same loss. (The three engines share each set of rank
+    processes: one start-up per world size.)"""
     os.environ.setdefault("TMPDIR", str(tmp_path))
     folder = tmp_path / "engine"
 
     def run(world, result_file, train):
-        args = (world, free_port(), strategy, str(folder), str(result_file), train, zero_config or "zero2.json")
-        mp.spawn(_engine_worker, args=args, nprocs=world, join=True)
+        mp.spawn(_engine_worker, args=(world, free_port(), str(folder), str(result_file), train), nprocs=world, join=True)
         return torch.load(result_file)
 
-    saved = run(2, tmp_path / "saved.pt", True)
-    assert saved["adam_step"] == 2 and len(saved["exp_avg"]) > 100
-    for world in (3, 1):
-        loaded = run(world, tmp_path / f"loaded{world}.pt", False)
-        assert loaded["adam_step"] == saved["adam_step"] and loaded["lr"] == saved["lr"]
-        assert loaded["loss"] == pytest.approx(saved["loss"], rel=1e-5)
-        for part in ("weights", "exp_avg", "exp_avg_sq", "ema"):
-            assert loaded[part].keys() == saved[part].keys(), part
-            different = [k for k in saved[part] if not torch.equal(saved[part][k], loaded[part][k])]
-            assert not different, f"{world} ranks: {part} differs in {len(different)} tensors, e.g. {different[:3]}"
+    saved_by_name = run(2, tmp_path / "saved.pt", True)
+    loaded_by_world = {world: run(world, tmp_path / f"loaded{world}.pt", False) for world in (3, 1)}
+    for name in RESHARDED:
+        saved = saved_by_name[name]
+        assert saved["adam_step"] == 2 and len(saved["exp_avg"]) > 100, name
+        for world, loaded_by_name in loaded_by_world.items():
+            loaded = loaded_by_name[name]
+            assert loaded["adam_step"] == saved["adam_step"] and loaded["lr"] == saved["lr"], (name, world)
+            assert loaded["loss"] == pytest.approx(saved["loss"], rel=1e-5), (name, world)
+            for part in ("weights", "exp_avg", "exp_avg_sq", "ema"):
+                assert loaded[part].keys() == saved[part].keys(), (name, part)
+                different = [k for k in saved[part] if not torch.equal(saved[part][k], loaded[part][k])]
+                assert not different, f"{name}, {world} ranks: {part} differs in {len(different)} tensors, e.g. {different[:3]}"
 
 
 def _run_config(tmp_path, shards, name, strategy, accum, **train):

@@ -27,6 +27,7 @@ def _validate_train(cfg):
     _at_least(t.log_every, 1, "train.log_every")
     _at_least(t.steps_per_epoch, 1, "train.steps_per_epoch")
     _at_least(t.max_nonfinite_steps, 1, "train.max_nonfinite_steps")
+    _at_least(t.gc_every, 0, "train.gc_every")
     _at_least(t.flop_scenarios, 1, "train.flop_scenarios")
     _require(t.preempt_grace_s > 0, "train.preempt_grace_s", f"must be > 0 seconds, got {t.preempt_grace_s!r}")
     _require(t.dist_timeout_s > 0, "train.dist_timeout_s", f"must be > 0 seconds, got {t.dist_timeout_s!r}")

@@ -149,6 +149,9 @@ class TrainConfig:
     # A collective that waits longer than this fails the job (NCCL's watchdog, gloo): a hung rank
     # ends the allocation instead of holding it to its time limit.
     dist_timeout_s: float = 1800.0
+    # Optimizer steps between Python garbage collections, at the same step on every rank, with
+    # automatic collection off in between (a rank collecting on its own stalls the others); 0 = automatic.
+    gc_every: int = 50
 
 
 @dataclass

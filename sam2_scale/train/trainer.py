@@ -38,6 +38,7 @@ from .checkpoint import (
 from .distributed import cpu_has_native_bf16, init_distributed
 from .evaluator import Evaluator
 from .flops import MicroBatchFlops
+from .garbage import GarbageCollection
 from .metrics import MetricsSink, StepMetrics, peak_flops
 from .preemption import EXIT_NONFINITE, EXIT_PREEMPTED, Preemption
 from .strategies import build_engine
@@ -72,6 +73,7 @@ def train(cfg, resume="auto"):
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     preemption = Preemption(cfg.train.preempt_grace_s)
+    garbage = GarbageCollection(cfg.train.gc_every)
     if device.type == "cpu":
         # Small gradients become denormal floats, which x86 CPUs process ~10x slower: flush them.
         torch.set_flush_denormal(True)
@@ -160,6 +162,7 @@ def train(cfg, resume="auto"):
             exit_code = EXIT_NONFINITE
             break
         metrics.maybe_log(step, result, engine, loader)
+        garbage.maybe_collect(step)
         if evaluator and step < total_steps:
             evaluator.maybe_run(engine, step, sink)
         stop, save_now = preemption.poll(device)
@@ -175,6 +178,7 @@ def train(cfg, resume="auto"):
     if exit_code == 0 and evaluator and not stop:
         evaluator.run_final(engine, step, sink)
     preemption.disarm()
+    garbage.close()
     sink.finish()
     dist.barrier()
     if owns_group:
