@@ -60,10 +60,12 @@ def deepspeed_globals():
 
 
 def torch_load(path, allowed=(), map_location="cpu"):
-    """`torch.load(path, weights_only=True)` with `allowed` types; a refusal names the file."""
+    """`torch.load(path, weights_only=True)` with `allowed` types; a refusal names the file.
+    The tensors map the file instead of copying it: every rank of a node that reads a
+    consolidated checkpoint shares the page cache, and reads only the pages of its own shard."""
     try:
         with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise refusal(path, _unsupported(exc)) from None
 
