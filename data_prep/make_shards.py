@@ -144,9 +144,28 @@ def make_plans(args):
     return source, plan_shards_by_group([[t] for t in tars] + [loose], args.items_per_shard)
 
 
+INPUT_OPTIONS = ("videos", "annotations", "frames", "masks", "src")
+
+
+def check_inputs(args):
+    """Every input path given exists: a typo stops here with the path named, not after a run
+    that built nothing."""
+    for name in INPUT_OPTIONS:
+        path = getattr(args, name, None)
+        if path and not Path(path).exists():
+            sys.exit(f"make_shards {args.kind}: --{name} {path}: no such file or folder")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    source, plans = make_plans(args)
+    check_inputs(args)
+    try:
+        source, plans = make_plans(args)
+    except FileNotFoundError as exc:
+        sys.exit(f"make_shards {args.kind}: {exc}")
+    if not plans:
+        given = ", ".join(f"--{n} {getattr(args, n)}" for n in INPUT_OPTIONS if getattr(args, n, None))
+        sys.exit(f"make_shards {args.kind}: no input found in {given}")
     out = Path(args.out)
     settings = {
         "kind": args.kind,

@@ -121,3 +121,15 @@ def test_unreadable_videos_are_skipped_and_counted_and_bad_paths_named(data, tmp
         folder_videos(root)
     with pytest.raises(FileNotFoundError, match="no frames folder"):
         folder_videos(tmp_path / "nothing")
+
+
+def test_a_checkpoint_that_is_missing_or_unreadable_is_one_line_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "typo.pt"), "--data", str(tmp_path)])
+    assert exit_.value.code == 2 and f"checkpoint {tmp_path / 'typo.pt'}: no such file or folder" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match=f"cannot read checkpoint {tmp_path / 'junk.pt'}"):
+        main([str(tmp_path / "junk.pt"), "--data", str(tmp_path), "--size", "tiny", "--image-size", "64"])
+    (tmp_path / "run").mkdir()
+    with pytest.raises(SystemExit, match="no complete checkpoint"):
+        main([str(tmp_path / "run"), "--data", str(tmp_path)])

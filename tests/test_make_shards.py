@@ -633,3 +633,19 @@ class _OneKeySource(Source):
             return "k", 1
 
         yield item, produce
+
+
+def test_a_path_that_does_not_exist_or_holds_no_input_is_an_error_before_any_output(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (("sav", "--videos", tmp_path / "typo", "--annotations", empty), f"--videos {tmp_path / 'typo'}: no such file or folder"),
+        (("sav", "--videos", empty), f"no input found in --videos {empty}"),
+        (("sav", "--src", empty), f"no *.tar under {empty}"),
+        (("davis", "--frames", empty, "--masks", tmp_path / "typo"), f"--masks {tmp_path / 'typo'}: no such file or folder"),
+        (("sa1b", "--src", empty), f"no input found in --src {empty}"),
+    ]
+    for args, message in cases:
+        result = make_shards(*args, "--out", tmp_path / "out", check=False)
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert not (tmp_path / "out").exists(), f"{args}: wrote output"

@@ -128,6 +128,11 @@ def test_dry_run_builds_everything_writes_nothing_and_finds_a_dataset_that_canno
     config = write_config(tmp_path / "c.yaml", training_shards, tmp_path / "run", data=data)
     result = train(tmp_path, config, "--dry-run", timeout=180)
     assert result.returncode == 1 and "SkipSample: 6 annotated frames < 8" in result.stderr, result.stderr[-3000:]
+    # A model.init_checkpoint that is not there (stage 2 before stage 1 has run): one line naming it.
+    missing = tmp_path / "stage1/sam2.1_hiera_tiny.pt"
+    result = train(tmp_path, config, "--dry-run", f"model.init_checkpoint={missing}", timeout=180)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"[train] error: model.init_checkpoint: cannot read checkpoint {missing}" in result.stderr, result.stderr[-3000:]
 
 
 def test_shards_without_samples_stop_the_stream_too(tmp_path):

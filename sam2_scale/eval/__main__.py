@@ -26,6 +26,7 @@ import argparse
 import csv
 import io
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -33,10 +34,11 @@ import torch.distributed as dist
 
 from .. import atomic
 from ..checkpoints.layout import find_checkpoint
+from ..checkpoints.safe_load import UnsafeCheckpointError
 from ..checkpoints.weights import consolidated_state_dict
 from ..config.schema import EvalConfig
 from ..data.streams import SkipCounter
-from ..model import build_sam2, load_checkpoint
+from ..model import CheckpointFileError, CheckpointMismatchError, build_sam2, load_checkpoint
 from .clip_proxy import evaluate_vos
 from .full_video import evaluate_videos, per_video
 from .videos import folder_videos, shard_videos
@@ -84,6 +86,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.protocol == "clip" and not args.shards:
         parser.error("--protocol clip reads --shards")
+    if not Path(args.checkpoint).exists():
+        parser.error(f"checkpoint {args.checkpoint}: no such file or folder")
     return args
 
 
@@ -115,7 +119,10 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # denormal activations slow x86 CPUs ~10x; no effect on GPUs
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     dtype = torch.bfloat16 if bf16 else None
-    model = load_model(args.checkpoint, args.size, args.image_size, args.ema, device)
+    try:
+        model = load_model(args.checkpoint, args.size, args.image_size, args.ema, device)
+    except (FileNotFoundError, CheckpointFileError, CheckpointMismatchError, UnsafeCheckpointError) as exc:
+        sys.exit(f"[eval] error: {exc}")  # the message names the file and what is wrong with it
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
         if args.protocol == "clip":

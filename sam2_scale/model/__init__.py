@@ -1,6 +1,6 @@
 """SAM 2.1 (state-dict compatible with Meta's released sam2.1_hiera_*.pt)."""
 
-from .checkpoint_io import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from .checkpoint_io import CheckpointFileError, CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .sam2 import SAM2Base
 from .sizes import (
     CHECKPOINT_REGIONS,
@@ -20,6 +20,7 @@ __all__ = [
     "CHECKPOINT_REGIONS",
     "load_checkpoint",
     "save_checkpoint",
+    "CheckpointFileError",
     "CheckpointMismatchError",
     "SIZES",
     "NUM_PARAMETERS",

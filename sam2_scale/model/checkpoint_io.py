@@ -5,6 +5,10 @@ import torch
 from ..atomic import atomic_path
 
 
+class CheckpointFileError(RuntimeError):
+    """A checkpoint file that is missing, unreadable, or not in Meta's format."""
+
+
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose tensors do not fit the model; lists every difference."""
 
@@ -28,9 +32,9 @@ def read_state_dict(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointFileError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt["model"], dict):
-        raise RuntimeError(f"checkpoint {path} is not in SAM 2 format: expected a dict with a 'model' state dict")
+        raise CheckpointFileError(f"checkpoint {path} is not in SAM 2 format: expected a dict with a 'model' state dict")
     return ckpt["model"]
 
 

@@ -27,7 +27,7 @@ from ..config import dump as dump_config
 from ..data.batch import collate_clips
 from ..data.mixing import MixedLoader
 from ..data.streams import NoClipsError, clip_pipeline
-from ..model import build_sam2, load_checkpoint
+from ..model import CheckpointFileError, CheckpointMismatchError, build_sam2, load_checkpoint
 from .checkpoint import (
     Checkpointer,
     derive_rng_state,
@@ -59,7 +59,10 @@ def build_model(cfg, device):
         device=device,
     )
     if cfg.model.init_checkpoint:
-        load_checkpoint(model, cfg.model.init_checkpoint)
+        try:
+            load_checkpoint(model, cfg.model.init_checkpoint)
+        except (CheckpointFileError, CheckpointMismatchError) as exc:
+            raise CheckpointFileError(f"model.init_checkpoint: {exc}") from None
     return model.train()
 
 
@@ -276,7 +279,14 @@ def main(argv=None):
         if args.dry_run:
             return dry_run(cfg)
         code = train(cfg, resume=args.resume)
-    except (ConfigError, CheckpointError, UnsafeCheckpointError, NoClipsError) as exc:
+    except (
+        ConfigError,
+        CheckpointError,
+        UnsafeCheckpointError,
+        CheckpointFileError,
+        CheckpointMismatchError,
+        NoClipsError,
+    ) as exc:
         # Errors of the inputs (config, checkpoint, data): their message says what to do.
         sys.exit(f"[train] error: {error_message(exc)}")
     if code:
